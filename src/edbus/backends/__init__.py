@@ -1,0 +1,50 @@
+"""Backends: the contract (``base``) and its implementations, chosen by URL."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from edbus.backends.base import (
+    Backend,
+    Delivery,
+    ErrorInfo,
+    Message,
+    Mode,
+    Record,
+    StartAt,
+    SubscriptionStats,
+    TopicStats,
+    dlq_topic,
+)
+from edbus.errors import ConfigError
+
+__all__ = ["Backend", "Delivery", "ErrorInfo", "Message", "Mode", "Record", "StartAt",
+           "SubscriptionStats", "TopicStats", "default_url", "dlq_topic", "open_backend"]
+
+
+def default_url() -> str:
+    """``$EDBUS_URL``, else the embedded store at its default path."""
+    from edbus.backends.sqlite import default_path
+
+    return os.environ.get("EDBUS_URL") or f"sqlite:///{default_path()}"
+
+
+def open_backend(url: str | None = None, *, create: bool = True) -> Backend:
+    """``sqlite:///path`` (absolute: ``sqlite:////abs/path``, or relative ``sqlite:///rel.db``)."""
+    url = url or default_url()
+    parts = urlsplit(url)
+    if parts.scheme == "sqlite":
+        raw = url[len("sqlite://"):]
+        if not raw.startswith("/") or raw == "/":
+            raise ConfigError(f"bad URL {url!r}: use sqlite:///relative/path.db or sqlite:////absolute/path.db")
+        path = raw[1:]
+        if not path or path == ":memory:":
+            raise ConfigError(f"bad URL {url!r}: the embedded store needs a file path")
+        from edbus.backends.sqlite import SqliteBackend
+
+        return SqliteBackend(Path(path).expanduser(), create=create)
+    if parts.scheme == "pulsar":
+        raise ConfigError("the Pulsar backend is not part of this build yet (issue: Pulsar backend)")
+    raise ConfigError(f"bad URL {url!r}: the scheme must be sqlite:// or pulsar://")

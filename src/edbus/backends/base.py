@@ -1,0 +1,258 @@
+"""The backend contract: storage and transport only.
+
+A backend appends records durably, hands them to named subscriptions under a lease, takes acks and
+nacks, moves cursors and reports stats. It knows nothing of Avro, payload classes, retries policy or
+Django: the bus composes those on top. Both backends (embedded SQLite and Pulsar) pass one contract
+test suite (``tests/contract``).
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+import enum
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from edbus.schema.registry import SchemaRegistry
+
+__all__ = [
+    "Backend",
+    "Delivery",
+    "ErrorInfo",
+    "Message",
+    "Mode",
+    "Record",
+    "StartAt",
+    "SubscriptionStats",
+    "TopicStats",
+    "dead_letter_headers",
+    "dlq_topic",
+]
+
+
+class Mode(str, enum.Enum):
+    """How a subscription spreads events over its consumers."""
+
+    KEY_ORDERED = "key_ordered"  # per-key order, keys spread over every consumer (Pulsar Key_Shared)
+    SHARED = "shared"  # no order, maximum spread (Pulsar Shared)
+    EXCLUSIVE = "exclusive"  # one active consumer, standbys take over (Pulsar Failover)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class StartAt:
+    """A position in a topic: ``earliest``, ``latest``, a time (epoch seconds) or an event id."""
+
+    where: str = "earliest"  # earliest | latest | time | event
+    time: float | None = None
+    event_id: str | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> StartAt:
+        """``earliest``, ``latest``, an ISO-8601 time, or ``id:<event id>``."""
+        import datetime as dt
+
+        from edbus.errors import ConfigError
+
+        if text in ("earliest", "latest"):
+            return cls(text)
+        if text.startswith("id:"):
+            return cls("event", event_id=text[3:])
+        try:
+            when = dt.datetime.fromisoformat(text)
+        except ValueError:
+            raise ConfigError(
+                f"bad start position {text!r}: use earliest, latest, an ISO time or id:<event id>"
+            ) from None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=dt.timezone.utc)
+        return cls("time", time=when.timestamp())
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Record:
+    """An encoded event, as a producer hands it to a backend. ``headers`` carry the envelope."""
+
+    id: str
+    type: str
+    key: str | None
+    headers: Mapping[str, str]
+    payload: bytes
+
+    @property
+    def size(self) -> int:
+        return len(self.payload) + sum(len(k) + len(v) for k, v in self.headers.items())
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Message:
+    """A stored record: where it is (``position``, opaque) and when it was appended (epoch seconds)."""
+
+    record: Record
+    topic: str
+    position: str
+    published_at: float
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ErrorInfo:
+    """Why a delivery failed: kept in the attempt history and in the dead-letter record."""
+
+    type: str
+    message: str
+    traceback: str = ""
+    at: float = 0.0
+    attempt: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Delivery:
+    """A message leased to one consumer of a subscription; ``handle`` is the backend's own."""
+
+    message: Message
+    subscription: str
+    attempt: int  # 1 on first delivery
+    history: tuple[ErrorInfo, ...]
+    handle: Any = dataclasses.field(compare=False, repr=False)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class TopicStats:
+    topic: str
+    events: int
+    bytes: int
+    subscriptions: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class SubscriptionStats:
+    topic: str
+    subscription: str
+    mode: Mode
+    backlog: int  # not yet acked, including in flight
+    in_flight: int  # leased to a consumer right now
+    dead_lettered: int
+    oldest_unacked_age: float | None  # seconds
+    consumers: int
+
+
+def dlq_topic(topic: str, subscription: str) -> str:
+    """The dead-letter topic of a subscription."""
+    return f"{topic}.{subscription}.dlq"
+
+
+def dead_letter_headers(delivery: Delivery, error: ErrorInfo) -> dict[str, str]:
+    """The record's headers plus why it was dead-lettered: the same on every backend."""
+    import json
+
+    history = [*delivery.history, error]
+    return {
+        **delivery.message.record.headers,
+        "edbus_dlq_topic": delivery.message.topic,
+        "edbus_dlq_subscription": delivery.subscription,
+        "edbus_dlq_position": delivery.message.position,
+        "edbus_dlq_error_type": error.type,
+        "edbus_dlq_error_message": error.message,
+        "edbus_dlq_traceback": error.traceback,
+        "edbus_dlq_attempts": str(delivery.attempt),
+        "edbus_dlq_history": json.dumps([h.as_dict() for h in history]),
+        "edbus_dlq_at": str(error.at),
+    }
+
+
+class Backend(abc.ABC):
+    """Storage and transport. Every method may raise ``edbus.errors.StoreError``."""
+
+    url: str
+
+    @property
+    @abc.abstractmethod
+    def registry(self) -> SchemaRegistry:
+        """The schema registry this backend's events are checked against."""
+
+    # -- producing ---------------------------------------------------------------------------
+    @abc.abstractmethod
+    def append(self, topic: str, records: Sequence[Record]) -> None:
+        """Store records in order, durably, as one unit; returns only once they are durable.
+
+        A record whose id is already in the topic is not stored again (idempotent retry).
+        """
+
+    # -- consuming ---------------------------------------------------------------------------
+    @abc.abstractmethod
+    def subscribe(self, topic: str, subscription: str, mode: Mode, start: StartAt) -> None:
+        """Create the subscription if it does not exist (``start`` applies only then)."""
+
+    @abc.abstractmethod
+    def fetch(self, topic: str, subscription: str, consumer: str, limit: int,
+              lease: float) -> list[Delivery]:
+        """Lease up to ``limit`` deliverable messages to ``consumer`` for ``lease`` seconds.
+
+        In ``key_ordered`` and ``exclusive`` modes a message is deliverable only when every earlier
+        unacked message with its key is delivered with it: one consumer holds a key at a time.
+        """
+
+    @abc.abstractmethod
+    def ack(self, deliveries: Sequence[Delivery]) -> None:
+        """Acknowledge: these messages are done for their subscription."""
+
+    @abc.abstractmethod
+    def nack(self, delivery: Delivery, delay: float, error: ErrorInfo | None) -> None:
+        """Redeliver after ``delay`` seconds. ``error`` None releases it without counting an attempt."""
+
+    @abc.abstractmethod
+    def dead_letter(self, delivery: Delivery, error: ErrorInfo) -> None:
+        """Move the message to the subscription's dead-letter topic, with its error and history."""
+
+    @abc.abstractmethod
+    def extend(self, deliveries: Sequence[Delivery], lease: float) -> None:
+        """Keep holding these deliveries for another ``lease`` seconds (long handlers)."""
+
+    @abc.abstractmethod
+    def wait(self, timeout: float) -> None:
+        """Block until new messages may have arrived, or ``timeout`` seconds."""
+
+    # -- replay and readers ------------------------------------------------------------------
+    @abc.abstractmethod
+    def seek(self, topic: str, subscription: str, start: StartAt) -> None:
+        """Move a subscription's cursor: everything from ``start`` on is delivered again."""
+
+    @abc.abstractmethod
+    def read(self, topic: str, start: StartAt, limit: int, after: str | None = None) -> list[Message]:
+        """Read without a subscription, from ``start`` (or after position ``after``)."""
+
+    # -- dead letters, retention, stats ------------------------------------------------------
+    @abc.abstractmethod
+    def redrive(self, topic: str, subscription: str, event_ids: Sequence[str] | None) -> int:
+        """Give dead-lettered events (all, or these ids) back to the subscription; returns how many."""
+
+    @abc.abstractmethod
+    def purge_dead_letters(self, topic: str, subscription: str,
+                           event_ids: Sequence[str] | None) -> int:
+        """Delete dead-lettered events (all, or these ids); returns how many."""
+
+    @abc.abstractmethod
+    def enforce_retention(self, older_than: float) -> int:
+        """Delete events acked by every subscription and appended before ``older_than`` (epoch s)."""
+
+    @abc.abstractmethod
+    def topics(self) -> list[TopicStats]:
+        """Every topic with its size."""
+
+    @abc.abstractmethod
+    def subscriptions(self, topic: str | None = None) -> list[SubscriptionStats]:
+        """Every subscription (of one topic) with its backlog."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Release connections and files."""
+
+    def __enter__(self) -> Backend:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,124 @@
+"""Opening the embedded store: file layout, pragmas, and turning SQLite failures into edbus errors."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+from edbus.errors import StoreUnavailableError
+
+__all__ = ["DDL", "StoreConnection", "default_path"]
+
+DDL = """
+CREATE TABLE IF NOT EXISTS topics(name TEXT PRIMARY KEY, created REAL NOT NULL);
+-- AUTOINCREMENT: a position is never reused after retention deletes the newest events.
+CREATE TABLE IF NOT EXISTS events(
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    topic TEXT NOT NULL, id TEXT NOT NULL, type TEXT NOT NULL, key TEXT,
+    headers TEXT NOT NULL, payload BLOB NOT NULL, size INTEGER NOT NULL, published_at REAL NOT NULL);
+CREATE UNIQUE INDEX IF NOT EXISTS events_topic_id ON events(topic, id);
+CREATE INDEX IF NOT EXISTS events_topic_seq ON events(topic, seq);
+CREATE TABLE IF NOT EXISTS subscriptions(
+    id INTEGER PRIMARY KEY, topic TEXT NOT NULL, name TEXT NOT NULL, mode TEXT NOT NULL,
+    cursor INTEGER NOT NULL, created REAL NOT NULL, owner TEXT, owner_expires REAL NOT NULL DEFAULT 0,
+    UNIQUE(topic, name));
+-- One row per event a subscription has pulled but not acked: leased, waiting for a retry, or queued
+-- behind an earlier event with the same key. Events after the cursor have no row yet.
+CREATE TABLE IF NOT EXISTS deliveries(
+    sub INTEGER NOT NULL, seq INTEGER NOT NULL, key TEXT,
+    attempts INTEGER NOT NULL DEFAULT 0, available_at REAL NOT NULL DEFAULT 0,
+    owner TEXT, lease_expires REAL NOT NULL DEFAULT 0, token INTEGER, history TEXT,
+    PRIMARY KEY(sub, seq)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS deliveries_key ON deliveries(sub, key, seq);
+CREATE TABLE IF NOT EXISTS consumers(
+    sub INTEGER NOT NULL, consumer TEXT NOT NULL, seen REAL NOT NULL, PRIMARY KEY(sub, consumer));
+CREATE TABLE IF NOT EXISTS schemas(
+    event_type TEXT NOT NULL, version INTEGER NOT NULL, schema TEXT NOT NULL, registered_at REAL NOT NULL,
+    PRIMARY KEY(event_type, version));
+CREATE TABLE IF NOT EXISTS topic_rules(topic TEXT PRIMARY KEY, rule TEXT NOT NULL);
+"""
+
+
+def default_path() -> Path:
+    """``$XDG_DATA_HOME/edbus/edbus.db`` (``~/.local/share/edbus/edbus.db``)."""
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    return Path(base) / "edbus" / "edbus.db"
+
+
+def _explain(exc: sqlite3.Error, path: Path) -> StoreUnavailableError:
+    text = str(exc)
+    if "readonly" in text or "read-only" in text:
+        why = "is read-only"
+    elif "full" in text:
+        why = "is full (no space left)"
+    elif "not a database" in text or "malformed" in text:
+        why = "is corrupt (not an SQLite database or damaged)"
+    elif "locked" in text or "busy" in text:
+        why = "stayed locked by another process past the busy timeout"
+    elif "unable to open" in text:
+        why = "cannot be opened"
+    else:
+        why = f"failed: {text}"
+    return StoreUnavailableError(f"edbus store {path} {why}")
+
+
+class StoreConnection:
+    """One SQLite connection with a lock; ``transaction()`` is BEGIN IMMEDIATE … COMMIT.
+
+    ``durable=True`` commits with ``synchronous=FULL`` (fsync of the WAL before the commit returns);
+    consumer bookkeeping (leases, acks) commits with NORMAL: losing it in a power cut means a redelivery,
+    never a lost event.
+    """
+
+    def __init__(self, path: Path, *, create: bool, busy_timeout: float = 30.0) -> None:
+        self.path = path
+        if not path.exists():
+            if not create:
+                raise StoreUnavailableError(
+                    f"no edbus store at {path} (publish to it first, or set EDBUS_URL)")
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StoreUnavailableError(f"cannot create {path.parent}: {exc.strerror}") from None
+        try:
+            self.db = sqlite3.connect(str(path), timeout=busy_timeout, isolation_level=None,
+                                      check_same_thread=False)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=FULL")
+            self.db.execute("PRAGMA cache_size=-65536")
+            if self.db.execute("PRAGMA quick_check(1)").fetchone()[0] != "ok":
+                raise sqlite3.DatabaseError("database disk image is malformed")
+            self.db.executescript(DDL)
+        except sqlite3.Error as exc:
+            raise _explain(exc, path) from None
+        self.lock = threading.RLock()
+        self._sync = "FULL"
+
+    @contextlib.contextmanager
+    def transaction(self, *, durable: bool = False, write: bool = True) -> Iterator[sqlite3.Connection]:
+        with self.lock:
+            try:
+                sync = "FULL" if durable else "NORMAL"
+                if sync != self._sync:
+                    self.db.execute(f"PRAGMA synchronous={sync}")
+                    self._sync = sync
+                self.db.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+            except sqlite3.Error as exc:
+                raise _explain(exc, self.path) from None
+            try:
+                yield self.db
+                self.db.execute("COMMIT")
+            except BaseException as exc:
+                with contextlib.suppress(sqlite3.Error):
+                    self.db.execute("ROLLBACK")
+                if isinstance(exc, sqlite3.Error):
+                    raise _explain(exc, self.path) from None
+                raise
+
+    def close(self) -> None:
+        with self.lock:
+            self.db.close()

@@ -1,0 +1,129 @@
+"""The embedded store's slower paths: schema storage, stats, dead-letter redrive and purge, retention."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Callable, Sequence
+
+from edbus.backends.base import Mode, SubscriptionStats, TopicStats, dlq_topic
+from edbus.backends.sqlite.connection import StoreConnection
+
+__all__ = ["StoreInspection"]
+
+SubLookup = Callable[[sqlite3.Connection, str, str], tuple[int, Mode]]
+
+
+def _ids_clause(event_ids: Sequence[str] | None) -> tuple[str, list[str]]:
+    if event_ids is None:
+        return "", []
+    return f" AND id IN ({','.join('?' * len(event_ids))})", list(event_ids)
+
+
+class StoreInspection:
+    def __init__(self, conn: StoreConnection) -> None:
+        self.conn = conn
+
+    # -- SchemaStorage -----------------------------------------------------------------------
+    def load_schema_versions(self, event_type: str) -> list[tuple[int, str, float]]:
+        with self.conn.transaction(write=False) as db:
+            return [tuple(r) for r in db.execute(  # type: ignore[misc]
+                "SELECT version, schema, registered_at FROM schemas WHERE event_type=? ORDER BY version",
+                (event_type,))]
+
+    def insert_schema_version(self, event_type: str, version: int, schema_json: str) -> bool:
+        with self.conn.transaction(durable=True) as db:
+            cur = db.execute("INSERT OR IGNORE INTO schemas(event_type, version, schema, registered_at) "
+                             "VALUES (?, ?, ?, ?)", (event_type, version, schema_json, time.time()))
+            return cur.rowcount == 1
+
+    def list_event_types(self) -> list[str]:
+        with self.conn.transaction(write=False) as db:
+            return [r[0] for r in db.execute("SELECT DISTINCT event_type FROM schemas ORDER BY 1")]
+
+    def load_rule(self, topic: str) -> str | None:
+        with self.conn.transaction(write=False) as db:
+            row = db.execute("SELECT rule FROM topic_rules WHERE topic=?", (topic,)).fetchone()
+        return row[0] if row else None
+
+    def save_rule(self, topic: str, rule: str) -> None:
+        with self.conn.transaction(durable=True) as db:
+            db.execute("INSERT OR REPLACE INTO topic_rules(topic, rule) VALUES (?, ?)", (topic, rule))
+
+    # -- stats -------------------------------------------------------------------------------
+    def topics(self) -> list[TopicStats]:
+        with self.conn.transaction(write=False) as db:
+            rows = db.execute(
+                "SELECT t.name, count(e.seq), coalesce(sum(e.size), 0), "
+                "(SELECT count(*) FROM subscriptions s WHERE s.topic=t.name) "
+                "FROM topics t LEFT JOIN events e ON e.topic=t.name GROUP BY t.name ORDER BY t.name").fetchall()
+        return [TopicStats(*r) for r in rows]
+
+    def subscriptions(self, topic: str | None = None) -> list[SubscriptionStats]:
+        now = time.time()
+        out = []
+        with self.conn.transaction(write=False) as db:
+            subs = db.execute("SELECT id, topic, name, mode, cursor FROM subscriptions "
+                              "WHERE ?1 IS NULL OR topic=?1 ORDER BY topic, name", (topic,)).fetchall()
+            for sub, top, name, mode, cursor in subs:
+                unpulled, first_new = db.execute(
+                    "SELECT count(*), min(published_at) FROM events WHERE topic=? AND seq > ?",
+                    (top, cursor)).fetchone()
+                held, leased, first_held = db.execute(
+                    "SELECT count(*), coalesce(sum(d.lease_expires > ?), 0), min(e.published_at) "
+                    "FROM deliveries d JOIN events e ON e.seq=d.seq WHERE d.sub=?", (now, sub)).fetchone()
+                dead = db.execute("SELECT count(*) FROM events WHERE topic=?",
+                                  (dlq_topic(top, name),)).fetchone()[0]
+                consumers = db.execute("SELECT count(*) FROM consumers WHERE sub=? AND seen > ?",
+                                       (sub, now - 60)).fetchone()[0]
+                oldest = min((t for t in (first_new, first_held) if t is not None), default=None)
+                out.append(SubscriptionStats(top, name, Mode(mode), unpulled + held, leased, dead,
+                                             None if oldest is None else max(0.0, now - oldest), consumers))
+        return out
+
+    # -- dead letters ------------------------------------------------------------------------
+    def redrive(self, topic: str, subscription: str, event_ids: Sequence[str] | None,
+                lookup: SubLookup) -> int:
+        """Put dead letters back in front of the subscription; re-append those retention removed."""
+        dlq = dlq_topic(topic, subscription)
+        clause, params = _ids_clause(event_ids)
+        now = time.time()
+        with self.conn.transaction(durable=True) as db:
+            sub, _ = lookup(db, topic, subscription)
+            dead = db.execute(f"SELECT seq, id, type, key, headers, payload, size FROM events "
+                              f"WHERE topic=?{clause} ORDER BY seq", [dlq, *params]).fetchall()
+            for dseq, id_, type_, key, headers, payload, size in dead:
+                original = db.execute("SELECT seq FROM events WHERE topic=? AND id=?", (topic, id_)).fetchone()
+                if original is not None:
+                    db.execute("INSERT OR REPLACE INTO deliveries(sub, seq, key) VALUES (?, ?, ?)",
+                               (sub, original[0], key))
+                else:
+                    clean = {k: v for k, v in json.loads(headers).items() if not k.startswith("edbus_dlq_")}
+                    db.execute("INSERT INTO events(topic, id, type, key, headers, payload, size, published_at) "
+                               "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                               (topic, id_, type_, key, json.dumps(clean), payload, size, now))
+                db.execute("DELETE FROM events WHERE seq=?", (dseq,))
+        return len(dead)
+
+    def purge(self, dlq: str, event_ids: Sequence[str] | None) -> int:
+        clause, params = _ids_clause(event_ids)
+        with self.conn.transaction(durable=True) as db:
+            return db.execute(f"DELETE FROM events WHERE topic=?{clause}", [dlq, *params]).rowcount
+
+    # -- retention ---------------------------------------------------------------------------
+    def enforce_retention(self, older_than: float) -> int:
+        """Delete, per topic, events older than ``older_than`` that every subscription has acked."""
+        deleted = 0
+        with self.conn.transaction() as db:
+            # dead-letter topics are kept until purged or redriven
+            for (topic,) in db.execute("SELECT name FROM topics WHERE name NOT LIKE '%.dlq'").fetchall():
+                # everything at or below the lowest cursor with no delivery row is acked by everyone
+                floor = db.execute(
+                    "SELECT min(p) FROM (SELECT cursor AS p FROM subscriptions WHERE topic=?1 "
+                    "UNION ALL SELECT min(d.seq) - 1 FROM deliveries d JOIN subscriptions s ON s.id=d.sub "
+                    "WHERE s.topic=?1)", (topic,)).fetchone()[0]
+                cur = db.execute("DELETE FROM events WHERE topic=? AND published_at < ? AND (? IS NULL OR seq <= ?)",
+                                 (topic, older_than, floor, floor))
+                deleted += cur.rowcount
+        return deleted

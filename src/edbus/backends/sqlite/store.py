@@ -1,0 +1,262 @@
+"""The embedded backend: a durable event store in one SQLite file, shared by many processes.
+
+Appends are group commits fsynced before they return (WAL, ``synchronous=FULL``). Each subscription has
+a cursor (the last event it pulled) and a ``deliveries`` row per pulled event not yet acked; leases on
+those rows make redelivery after a consumer's death automatic, and ``key_ordered`` is enforced by never
+leasing an event while an earlier one with its key is leased or waiting for a retry.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import sqlite3
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from edbus.backends.base import (
+    Backend,
+    Delivery,
+    ErrorInfo,
+    Message,
+    Mode,
+    Record,
+    StartAt,
+    SubscriptionStats,
+    TopicStats,
+    dead_letter_headers,
+    dlq_topic,
+)
+from edbus.backends.sqlite.connection import StoreConnection
+from edbus.backends.sqlite.inspection import StoreInspection
+from edbus.backends.sqlite.wakeup import WakeListener, WakeSender
+from edbus.errors import ConfigError, NotFoundError
+from edbus.schema.registry import CheckedSchemaRegistry, SchemaRegistry
+
+__all__ = ["SqliteBackend"]
+
+_EVENT_COLUMNS = "ev.seq, ev.id, ev.type, ev.key, ev.headers, ev.payload, ev.published_at, ev.topic"
+_HISTORY_KEEP = 10  # attempts kept in a delivery's history (the first and the latest ones)
+
+
+def _message(row: Sequence[Any]) -> Message:
+    seq, id_, type_, key, headers, payload, published_at, topic = row[:8]
+    return Message(Record(id_, type_, key, json.loads(headers), payload), topic, str(seq), published_at)
+
+
+class SqliteBackend(Backend):
+    """``sqlite:///path/to/edbus.db``. ``window`` bounds the pulled-but-unacked rows per subscription."""
+
+    def __init__(self, path: Path, *, create: bool = True, window: int = 20_000) -> None:
+        self.path = path
+        self.url = f"sqlite:///{path}"
+        self.window = window
+        self.conn = StoreConnection(path, create=create)
+        self.inspection = StoreInspection(self.conn)
+        self._registry = CheckedSchemaRegistry(self.inspection)
+        self._wake_folder = Path(f"{path}-wake")
+        self._wake_folder.mkdir(exist_ok=True)
+        self._sender = WakeSender(self._wake_folder)
+        self._listener: WakeListener | None = None
+        self._sub_ids: dict[tuple[str, str], tuple[int, Mode]] = {}
+
+    @property
+    def registry(self) -> SchemaRegistry:
+        return self._registry
+
+    # -- producing ---------------------------------------------------------------------------
+    def append(self, topic: str, records: Sequence[Record]) -> None:
+        now = time.time()
+        rows = [(topic, r.id, r.type, r.key, json.dumps(r.headers, separators=(",", ":")), r.payload,
+                 r.size, now) for r in records]
+        with self.conn.transaction(durable=True) as db:
+            db.execute("INSERT OR IGNORE INTO topics(name, created) VALUES (?, ?)", (topic, now))
+            db.executemany("INSERT OR IGNORE INTO events(topic, id, type, key, headers, payload, size, "
+                           "published_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+        self._sender.notify()
+
+    # -- subscriptions -----------------------------------------------------------------------
+    def subscribe(self, topic: str, subscription: str, mode: Mode, start: StartAt) -> None:
+        now = time.time()
+        with self.conn.transaction() as db:
+            row = db.execute("SELECT mode FROM subscriptions WHERE topic=? AND name=?",
+                             (topic, subscription)).fetchone()
+            if row is not None:
+                if row[0] != mode.value:
+                    raise ConfigError(f"subscription {subscription!r} on {topic!r} exists in mode "
+                                      f"{row[0]}, not {mode.value}")
+                return
+            db.execute("INSERT OR IGNORE INTO topics(name, created) VALUES (?, ?)", (topic, now))
+            cursor = self._position(db, topic, start)
+            db.execute("INSERT INTO subscriptions(topic, name, mode, cursor, created) VALUES (?,?,?,?,?)",
+                       (topic, subscription, mode.value, cursor, now))
+
+    def _sub(self, db: sqlite3.Connection, topic: str, subscription: str) -> tuple[int, Mode]:
+        found = self._sub_ids.get((topic, subscription))
+        if found is None:
+            row = db.execute("SELECT id, mode FROM subscriptions WHERE topic=? AND name=?",
+                             (topic, subscription)).fetchone()
+            if row is None:
+                raise NotFoundError(f"no subscription {subscription!r} on topic {topic!r}")
+            found = self._sub_ids[(topic, subscription)] = (row[0], Mode(row[1]))
+        return found
+
+    def _position(self, db: sqlite3.Connection, topic: str, start: StartAt) -> int:
+        """The cursor value that makes ``start`` the next event delivered."""
+        if start.where == "earliest":
+            return 0
+        last = db.execute("SELECT coalesce(max(seq), 0) FROM events WHERE topic=?", (topic,)).fetchone()[0]
+        if start.where == "latest":
+            return int(last)
+        if start.where == "time":
+            row = db.execute("SELECT min(seq) FROM events WHERE topic=? AND published_at >= ?",
+                             (topic, start.time)).fetchone()
+            return int(row[0]) - 1 if row[0] is not None else int(last)
+        row = db.execute("SELECT seq FROM events WHERE topic=? AND id=?", (topic, start.event_id)).fetchone()
+        if row is None:
+            raise NotFoundError(f"no event {start.event_id!r} in topic {topic!r}")
+        return int(row[0]) - 1
+
+    def fetch(self, topic: str, subscription: str, consumer: str, limit: int,
+              lease: float) -> list[Delivery]:
+        now = time.time()
+        with self.conn.transaction() as db:
+            sub, mode = self._sub(db, topic, subscription)
+            db.execute("INSERT OR REPLACE INTO consumers(sub, consumer, seen) VALUES (?, ?, ?)",
+                       (sub, consumer, now))
+            if mode is Mode.EXCLUSIVE and not self._own(db, sub, consumer, now, lease):
+                return []
+            self._pull(db, sub, topic, max(limit * 4, 1000))
+            ordered = "" if mode is Mode.SHARED else (
+                " AND NOT EXISTS (SELECT 1 FROM deliveries e WHERE e.sub = d.sub AND e.key = d.key "
+                "AND e.seq < d.seq AND (e.lease_expires > :now OR e.available_at > :now))")
+            rows = db.execute(
+                f"SELECT {_EVENT_COLUMNS}, d.attempts, d.history FROM deliveries d "
+                "JOIN events ev ON ev.seq = d.seq WHERE d.sub = :sub AND d.available_at <= :now "
+                f"AND d.lease_expires <= :now{ordered} ORDER BY d.seq LIMIT :limit",
+                {"sub": sub, "now": now, "limit": limit}).fetchall()
+            if not rows:
+                return []
+            token = random.getrandbits(62)
+            db.executemany("UPDATE deliveries SET owner=?, lease_expires=?, token=?, attempts=attempts+1 "
+                           "WHERE sub=? AND seq=?", [(consumer, now + lease, token, sub, r[0]) for r in rows])
+        return [Delivery(_message(r), subscription, r[8] + 1,
+                         tuple(ErrorInfo(**h) for h in json.loads(r[9])) if r[9] else (),
+                         (sub, r[0], token)) for r in rows]
+
+    def _own(self, db: sqlite3.Connection, sub: int, consumer: str, now: float, lease: float) -> bool:
+        """Exclusive mode: take or keep the subscription unless another live consumer holds it."""
+        cur = db.execute("UPDATE subscriptions SET owner=?, owner_expires=? WHERE id=? AND "
+                         "(owner IS NULL OR owner=? OR owner_expires <= ?)",
+                         (consumer, now + lease, sub, consumer, now))
+        return cur.rowcount == 1
+
+    def _pull(self, db: sqlite3.Connection, sub: int, topic: str, limit: int) -> None:
+        held = db.execute("SELECT count(*) FROM (SELECT 1 FROM deliveries WHERE sub=? LIMIT ?)",
+                          (sub, self.window)).fetchone()[0]
+        room = min(limit, self.window - held)
+        if room <= 0:
+            return
+        cursor = db.execute("SELECT cursor FROM subscriptions WHERE id=?", (sub,)).fetchone()[0]
+        new = db.execute("SELECT seq, key FROM events WHERE topic=? AND seq > ? ORDER BY seq LIMIT ?",
+                         (topic, cursor, room)).fetchall()
+        if new:
+            db.executemany("INSERT OR IGNORE INTO deliveries(sub, seq, key) VALUES (?, ?, ?)",
+                           [(sub, seq, key) for seq, key in new])
+            db.execute("UPDATE subscriptions SET cursor=? WHERE id=?", (new[-1][0], sub))
+
+    def ack(self, deliveries: Sequence[Delivery]) -> None:
+        if not deliveries:
+            return
+        with self.conn.transaction() as db:
+            db.executemany("DELETE FROM deliveries WHERE sub=? AND seq=? AND token=?",
+                           [d.handle for d in deliveries])
+
+    def nack(self, delivery: Delivery, delay: float, error: ErrorInfo | None) -> None:
+        history = list(delivery.history)
+        if error is not None:
+            history.append(error)
+            if len(history) > _HISTORY_KEEP:
+                history = history[:1] + history[-(_HISTORY_KEEP - 1):]
+        with self.conn.transaction() as db:
+            db.execute("UPDATE deliveries SET owner=NULL, lease_expires=0, token=NULL, available_at=?, "
+                       "history=?, attempts=attempts-? WHERE sub=? AND seq=? AND token=?",
+                       (time.time() + delay, json.dumps([h.as_dict() for h in history]) if history else None,
+                        0 if error is not None else 1, *delivery.handle))
+        if delay <= 0:
+            self._sender.notify()
+
+    def dead_letter(self, delivery: Delivery, error: ErrorInfo) -> None:
+        message = delivery.message
+        target = dlq_topic(message.topic, delivery.subscription)
+        headers = dead_letter_headers(delivery, error)
+        record = message.record
+        now = time.time()
+        with self.conn.transaction(durable=True) as db:
+            gone = db.execute("DELETE FROM deliveries WHERE sub=? AND seq=? AND token=?", delivery.handle)
+            if gone.rowcount != 1:
+                return  # our lease expired and the event went to another consumer: it decides
+            db.execute("INSERT OR IGNORE INTO topics(name, created) VALUES (?, ?)", (target, now))
+            db.execute("INSERT OR IGNORE INTO events(topic, id, type, key, headers, payload, size, "
+                       "published_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                       (target, record.id, record.type, record.key, json.dumps(headers), record.payload,
+                        record.size, now))
+
+    def extend(self, deliveries: Sequence[Delivery], lease: float) -> None:
+        if not deliveries:
+            return
+        until = time.time() + lease
+        with self.conn.transaction() as db:
+            db.executemany("UPDATE deliveries SET lease_expires=? WHERE sub=? AND seq=? AND token=?",
+                           [(until, *d.handle) for d in deliveries])
+            # exclusive mode: a consumer busy with long handlers keeps the subscription
+            first = deliveries[0].handle
+            db.execute("UPDATE subscriptions SET owner_expires=? WHERE id=? AND owner="
+                       "(SELECT owner FROM deliveries WHERE sub=? AND seq=? AND token=?)",
+                       (until, first[0], *first))
+
+    def wait(self, timeout: float) -> None:
+        if self._listener is None or not self._listener.name.startswith(f"edbus-{os.getpid()}-"):
+            self._listener = WakeListener(self._wake_folder)
+        self._listener.wait(timeout)
+
+    # -- replay and readers ------------------------------------------------------------------
+    def seek(self, topic: str, subscription: str, start: StartAt) -> None:
+        with self.conn.transaction() as db:
+            sub, _ = self._sub(db, topic, subscription)
+            cursor = self._position(db, topic, start)
+            db.execute("DELETE FROM deliveries WHERE sub=?", (sub,))
+            db.execute("UPDATE subscriptions SET cursor=? WHERE id=?", (cursor, sub))
+        self._sender.notify()
+
+    def read(self, topic: str, start: StartAt, limit: int, after: str | None = None) -> list[Message]:
+        with self.conn.transaction(write=False) as db:
+            cursor = int(after) if after is not None else self._position(db, topic, start)
+            rows = db.execute(f"SELECT {_EVENT_COLUMNS} FROM events ev WHERE ev.topic=? AND ev.seq > ? "
+                              "ORDER BY ev.seq LIMIT ?", (topic, cursor, limit)).fetchall()
+        return [_message(r) for r in rows]
+
+    # -- dead letters, retention, stats ------------------------------------------------------
+    def redrive(self, topic: str, subscription: str, event_ids: Sequence[str] | None) -> int:
+        return self.inspection.redrive(topic, subscription, event_ids, self._sub)
+
+    def purge_dead_letters(self, topic: str, subscription: str, event_ids: Sequence[str] | None) -> int:
+        return self.inspection.purge(dlq_topic(topic, subscription), event_ids)
+
+    def enforce_retention(self, older_than: float) -> int:
+        return self.inspection.enforce_retention(older_than)
+
+    def topics(self) -> list[TopicStats]:
+        return self.inspection.topics()
+
+    def subscriptions(self, topic: str | None = None) -> list[SubscriptionStats]:
+        return self.inspection.subscriptions(topic)
+
+    def close(self) -> None:
+        if self._listener is not None:
+            self._listener.close()
+        self._sender.close()
+        self.conn.close()

@@ -1,0 +1,140 @@
+"""The Bus: the public entry point. Publishes typed events and builds consumers."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Any
+
+from edbus.backends import Backend, Message, Mode, StartAt, open_backend
+from edbus.bus.metrics import Metrics
+from edbus.bus.middleware import Middleware, MiddlewareChain
+from edbus.bus.retries import Backoff, Retries
+from edbus.bus.tracing import Tracing
+from edbus.errors import ConfigError, ValidationError
+from edbus.events.codec import DEFAULT_MAX_EVENT_BYTES, Codec
+from edbus.events.types import Envelope, EventType
+
+if TYPE_CHECKING:
+    from edbus.bus.consumer import Consumer
+
+__all__ = ["Bus"]
+
+_TOPIC_OK = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
+
+
+def check_topic(topic: str) -> str:
+    if not topic or len(topic) > 200 or not set(topic) <= _TOPIC_OK or topic.endswith(".dlq"):
+        raise ConfigError(f"bad topic name {topic!r}: use letters, digits, '-', '_' and '.' "
+                          "(and not the .dlq suffix of dead-letter topics)")
+    return topic
+
+
+class Bus:
+    """Publish and consume typed events on a backend.
+
+    ``Bus.from_url()`` opens ``$EDBUS_URL`` or the embedded store at its default path. The default
+    middleware is ``[Tracing(), Metrics(), Retries()]``; ``bus.metrics`` is the Metrics instance.
+    """
+
+    def __init__(self, backend: Backend, *, source: str = "edbus", middleware: Sequence[Middleware] | None = None,
+                 max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES, topic_prefix: str = "") -> None:
+        self.backend = backend
+        self.metrics = Metrics()
+        if middleware is None:
+            middleware = [Tracing(), self.metrics, Retries()]
+        self.middleware = MiddlewareChain(middleware)
+        self.codec = Codec(backend.registry, source=source, max_event_bytes=max_event_bytes)
+        self.topic_prefix = topic_prefix
+
+    @classmethod
+    def from_url(cls, url: str | None = None, *, create: bool = True, **options: Any) -> Bus:
+        return cls(open_backend(url, create=create), **options)
+
+    @property
+    def registry(self) -> Any:
+        return self.backend.registry
+
+    def topic(self, name: str) -> str:
+        return self.topic_prefix + check_topic(name)
+
+    # -- publishing --------------------------------------------------------------------------
+    def publish(self, topic: str, event_type: EventType[Any], payload: Any, *, id: str | None = None,
+                time: dt.datetime | None = None, traceparent: str | None = None) -> str:
+        """Validate, encode and store one event durably; returns its id once it is durable.
+
+        Raises ``ValidationError`` (nothing stored) or ``StoreError`` (not acknowledged: retry with
+        the same ``id`` to make the retry idempotent).
+        """
+        topic = self.topic(topic)
+        record = self.codec.encode(topic, event_type, payload, id=id, time=time, traceparent=traceparent)
+        self._append(topic, [record])
+        return record.id
+
+    def publish_many(self, topic: str, events: Sequence[tuple[EventType[Any], Any]]) -> list[str]:
+        """Store several events in one transaction (group commit): all of them or none."""
+        topic = self.topic(topic)
+        if not isinstance(events, Sequence):
+            raise ValidationError("publish_many takes a sequence of (event_type, payload) pairs")
+        records = [self.codec.encode(topic, et, payload) for et, payload in events]
+        if records:
+            self._append(topic, records)
+        return [r.id for r in records]
+
+    def _append(self, topic: str, records: Sequence[Any]) -> None:
+        records = self.middleware.before_publish(topic, records)
+        try:
+            self.backend.append(topic, records)
+        except BaseException as exc:
+            self.middleware.after_publish(topic, records, exc)
+            raise
+        self.middleware.after_publish(topic, records, None)
+
+    # -- consuming ---------------------------------------------------------------------------
+    def consumer(self, topic: str, subscription: str, *, mode: str | Mode = Mode.KEY_ORDERED,
+                 start: str | StartAt = "earliest", concurrency: int = 4, max_attempts: int | None = None,
+                 backoff: Backoff | None = None, lease: float = 30.0, batch: int = 256,
+                 name: str | None = None) -> Consumer:
+        """A consumer of a named subscription; register handlers, then ``run()``."""
+        from edbus.bus.consumer import Consumer
+
+        try:
+            mode = Mode(mode)
+        except ValueError:
+            raise ConfigError(f"unknown mode {mode!r}: key_ordered, shared or exclusive") from None
+        if isinstance(start, str):
+            start = StartAt.parse(start)
+        chain = self.middleware
+        if max_attempts is not None or backoff is not None:  # this consumer's own retry policy
+            chain = MiddlewareChain([m for m in chain.middleware if not isinstance(m, Retries)]
+                                    + [Retries(max_attempts or 5, backoff)])
+        return Consumer(self, self.topic(topic), subscription, mode=mode, start=start, middleware=chain,
+                        concurrency=concurrency, lease=lease, batch=batch, name=name)
+
+    def read(self, topic: str, start: str | StartAt = "earliest", *, limit: int | None = None,
+             batch: int = 500) -> Iterator[tuple[Message, Envelope, Any]]:
+        """Read a topic without a subscription: (message, envelope, Avro data as dicts)."""
+        topic = self.topic(topic) if not topic.endswith(".dlq") else self.topic_prefix + topic
+        if isinstance(start, str):
+            start = StartAt.parse(start)
+        after: str | None = None
+        seen = 0
+        while limit is None or seen < limit:
+            messages = self.backend.read(topic, start, batch if limit is None else min(batch, limit - seen),
+                                         after)
+            if not messages:
+                return
+            for m in messages:
+                envelope, data = self.codec.decode_dict(m)
+                yield m, envelope, data
+            seen += len(messages)
+            after = messages[-1].position
+
+    def close(self) -> None:
+        self.backend.close()
+
+    def __enter__(self) -> Bus:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

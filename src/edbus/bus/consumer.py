@@ -1,0 +1,240 @@
+"""The consumer runtime: leases events from a subscription, runs handlers with bounded concurrency,
+applies the middleware's decision (ack, retry later, dead-letter) and stops gracefully.
+
+Threads: the calling thread owns the backend (fetch, ack, nack, dead-letter, lease renewal); a pool of
+``concurrency`` workers runs handlers. Events of one key leased together run one after another in one
+worker, so per-key order holds inside the process as it does across processes.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import signal
+import socket
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+
+from edbus.backends.base import Delivery, ErrorInfo, Mode, StartAt
+from edbus.bus.middleware import Ack, DeadLetter, MiddlewareChain, Outcome, Retry
+from edbus.errors import ConfigError, DecodeError, NotFoundError
+from edbus.events.types import Event, EventType
+
+if TYPE_CHECKING:
+    from edbus.bus.bus import Bus
+
+__all__ = ["Consumer", "EventHandler"]
+
+log = logging.getLogger("edbus.consumer")
+P = TypeVar("P")
+_TRACEBACK_LIMIT = 16_000
+
+
+class EventHandler(Protocol):
+    """A class-based handler: ``event_type`` and ``handle(event)``."""
+
+    event_type: EventType[Any]
+
+    def handle(self, event: Event[Any]) -> None: ...
+
+
+class Consumer:
+    def __init__(self, bus: Bus, topic: str, subscription: str, *, mode: Mode, start: StartAt,
+                 middleware: MiddlewareChain, concurrency: int, lease: float, batch: int,
+                 name: str | None) -> None:
+        if concurrency < 1 or batch < 1 or lease <= 0:
+            raise ConfigError("concurrency and batch must be >= 1 and lease > 0")
+        self.bus = bus
+        self.backend = bus.backend
+        self.topic, self.subscription, self.mode, self.start = topic, subscription, mode, start
+        self.middleware = middleware
+        self.concurrency, self.lease, self.batch = concurrency, lease, batch
+        self.name = name or f"{socket.gethostname()}-{os.getpid()}-{id(self) & 0xFFFF:04x}"
+        self.handlers: dict[str, tuple[EventType[Any], Callable[[Event[Any]], Any]]] = {}
+        self.processed = 0
+        self._stop = threading.Event()
+        self._done: queue.SimpleQueue[tuple[Delivery, Outcome]] = queue.SimpleQueue()
+        self._wakeup = threading.Event()
+
+    # -- registration ------------------------------------------------------------------------
+    def handler(self, event_type: EventType[P]) -> Callable[[Callable[[Event[P]], Any]], Callable[[Event[P]], Any]]:
+        """Decorator: ``@consumer.handler(COURSE_CHANGED)``."""
+        def register(fn: Callable[[Event[P]], Any]) -> Callable[[Event[P]], Any]:
+            self.add(event_type, fn)
+            return fn
+        return register
+
+    def add(self, event_type: EventType[Any], fn: Callable[[Event[Any]], Any]) -> None:
+        if event_type.name in self.handlers:
+            raise ConfigError(f"a handler for {event_type.name} is already registered")
+        self.handlers[event_type.name] = (event_type, fn)
+
+    def add_handler(self, handler: EventHandler) -> None:
+        """Register a class-based handler."""
+        self.add(handler.event_type, handler.handle)
+
+    def stop(self) -> None:
+        """Take no new events; ``run`` returns once in-flight ones are finished and acked."""
+        self._stop.set()
+        self._wakeup.set()
+
+    # -- processing (worker threads) ---------------------------------------------------------
+    def _process(self, delivery: Delivery) -> Outcome:
+        record = delivery.message.record
+        error: BaseException | None = None
+        event: Event[Any] | None = None
+        try:
+            entry = self.handlers.get(record.type)
+            if entry is None:
+                # not ours: ack, unless nobody knows this type (then it is bad input)
+                version = int(record.headers.get("ce_schemaversion", "0") or 0)
+                try:
+                    self.bus.codec.writer_schema(record.type, version)
+                except NotFoundError:
+                    raise DecodeError(f"unknown event type {record.type!r} (schema version {version})") from None
+                self.middleware.before_process(delivery, None)
+            else:
+                event_type, fn = entry
+                envelope, data = self.bus.codec.decode(delivery.message, event_type)
+                event = Event(envelope, data, record.key, delivery.attempt, delivery.message.topic)
+                self.middleware.before_process(delivery, event)
+                fn(event)
+        except Exception as exc:
+            error = exc
+        info = None if error is None else ErrorInfo(
+            f"{type(error).__module__}.{type(error).__qualname__}", str(error)[:2000],
+            "".join(traceback.format_exception(error))[-_TRACEBACK_LIMIT:], time.time(), delivery.attempt)
+        outcome = self.middleware.decide(delivery, error, info)
+        self.middleware.after_process(delivery, error, outcome)
+        if error is not None and not isinstance(error, DecodeError):
+            log.warning("handler failed for %s %s (attempt %d): %s: %s", record.type, record.id,
+                        delivery.attempt, type(error).__name__, error)
+        return outcome
+
+    def _run_group(self, group: list[Delivery]) -> None:
+        """Events of one key, in order; after a failure the rest wait for it (released, not run)."""
+        failed = False
+        for delivery in group:
+            outcome: Outcome | None = None
+            if not failed:
+                try:
+                    outcome = self._process(delivery)
+                except BaseException:  # a middleware bug: never lose the event
+                    log.exception("processing %s crashed", delivery.message.record.id)
+                    outcome = None
+                failed = not isinstance(outcome, Ack)
+            self._done.put((delivery, outcome))  # type: ignore[arg-type]
+        self._wakeup.set()
+
+    # -- the loop (calling thread) -----------------------------------------------------------
+    def run(self, *, max_events: int | None = None, idle_timeout: float | None = None,
+            install_signals: bool = True) -> int:
+        """Consume until ``stop()``, SIGTERM/SIGINT, ``max_events`` processed, or ``idle_timeout`` seconds
+        without events. Returns how many events were processed (acked or dead-lettered)."""
+        self.backend.subscribe(self.topic, self.subscription, self.mode, self.start)
+        previous = self._install_signals() if install_signals else {}
+        in_flight: dict[int, Delivery] = {}
+        idle_since = time.monotonic()
+        renew_at = time.monotonic() + self.lease / 3
+        pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix=f"edbus-{self.subscription}")
+        try:
+            while True:
+                finished = self._settle(in_flight)
+                if finished:
+                    idle_since = time.monotonic()
+                if max_events is not None and self.processed >= max_events:
+                    self._stop.set()
+                if self._stop.is_set():
+                    if not in_flight:
+                        break
+                    self._wakeup.wait(0.05)
+                    self._wakeup.clear()
+                    continue
+                room = self.concurrency * 2 - len(in_flight)
+                fetched = []
+                if room > 0:
+                    limit = min(room if self.mode is Mode.SHARED else self.batch, self.batch)
+                    if max_events is not None:
+                        limit = max(1, min(limit, max_events - self.processed - len(in_flight)))
+                    fetched = self.backend.fetch(self.topic, self.subscription, self.name, limit, self.lease)
+                if fetched:
+                    idle_since = time.monotonic()
+                    for group in self._groups(fetched):
+                        for d in group:
+                            in_flight[id(d)] = d
+                        pool.submit(self._run_group, group)
+                if time.monotonic() >= renew_at and in_flight:
+                    self.backend.extend(list(in_flight.values()), self.lease)
+                    renew_at = time.monotonic() + self.lease / 3
+                if idle_timeout is not None and not in_flight and time.monotonic() - idle_since > idle_timeout:
+                    break
+                if fetched or finished:
+                    continue
+                if in_flight:
+                    self._wakeup.wait(0.01)
+                    self._wakeup.clear()
+                else:
+                    self.backend.wait(min(0.25, self.lease / 3))
+        finally:
+            pool.shutdown(wait=True)
+            try:
+                self._settle(in_flight)
+            finally:
+                for sig, handler in previous.items():
+                    signal.signal(sig, handler)
+        return self.processed
+
+    def _groups(self, fetched: list[Delivery]) -> list[list[Delivery]]:
+        if self.mode is Mode.SHARED:
+            return [[d] for d in fetched]
+        groups: dict[str | None, list[Delivery]] = {}
+        singles: list[list[Delivery]] = []
+        for d in fetched:
+            key = d.message.record.key
+            if key is None:
+                singles.append([d])
+            else:
+                groups.setdefault(key, []).append(d)
+        return [*groups.values(), *singles]
+
+    def _settle(self, in_flight: dict[int, Delivery]) -> int:
+        """Apply finished outcomes: acks in one batch, then retries, releases and dead letters."""
+        acks: list[Delivery] = []
+        others: list[tuple[Delivery, Outcome | None]] = []
+        while True:
+            try:
+                delivery, outcome = self._done.get_nowait()
+            except queue.Empty:
+                break
+            in_flight.pop(id(delivery), None)
+            if isinstance(outcome, Ack):
+                acks.append(delivery)
+            else:
+                others.append((delivery, outcome))
+        if acks:
+            self.backend.ack(acks)
+        for delivery, outcome in others:
+            if isinstance(outcome, Retry):
+                self.backend.nack(delivery, outcome.delay, outcome.error)
+            elif isinstance(outcome, DeadLetter):
+                self.backend.dead_letter(delivery, outcome.error)
+                log.error("dead-lettered %s %s after %d attempt(s): %s: %s", delivery.message.record.type,
+                          delivery.message.record.id, delivery.attempt, outcome.error.type,
+                          outcome.error.message)
+            else:
+                self.backend.nack(delivery, 0.0, None)  # not run: released, waits behind its key
+        self.processed += len(acks) + sum(isinstance(o, DeadLetter) for _, o in others)
+        return len(acks) + len(others)
+
+    def _install_signals(self) -> dict[int, Any]:
+        if threading.current_thread() is not threading.main_thread():
+            return {}
+        previous = {}
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            previous[sig] = signal.signal(sig, lambda *_: self.stop())
+        return previous

@@ -1,0 +1,114 @@
+"""Middleware: cross-cutting behaviour around publishing and processing, with before/after hooks.
+
+The runtime asks the middleware, in order, what to do with a processed delivery (``decide``); the first
+answer wins. A hook that raises is logged and skipped: a broken metrics exporter never loses an event.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from edbus.backends.base import Delivery, ErrorInfo, Record
+
+if TYPE_CHECKING:
+    from edbus.events.types import Event
+
+__all__ = ["Ack", "DeadLetter", "Middleware", "MiddlewareChain", "Outcome", "Retry"]
+
+log = logging.getLogger("edbus.middleware")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Ack:
+    """Done: acknowledge."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Retry:
+    """Redeliver after ``delay`` seconds."""
+
+    delay: float
+    error: ErrorInfo
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """Give up: move to the subscription's dead-letter topic."""
+
+    error: ErrorInfo
+
+
+Outcome = Ack | Retry | DeadLetter
+
+
+class Middleware:
+    """Override the hooks you need; each default does nothing."""
+
+    def before_publish(self, topic: str, records: Sequence[Record]) -> Sequence[Record]:
+        return records
+
+    def after_publish(self, topic: str, records: Sequence[Record], error: BaseException | None) -> None:
+        pass
+
+    def before_process(self, delivery: Delivery, event: Event[object] | None) -> None:
+        pass
+
+    def decide(self, delivery: Delivery, error: BaseException | None, info: ErrorInfo | None) -> Outcome | None:
+        """What to do after processing; None lets the next middleware decide."""
+        return None
+
+    def after_process(self, delivery: Delivery, error: BaseException | None, outcome: Outcome) -> None:
+        pass
+
+
+class MiddlewareChain:
+    def __init__(self, middleware: Sequence[Middleware]) -> None:
+        self.middleware = list(middleware)
+
+    def before_publish(self, topic: str, records: Sequence[Record]) -> Sequence[Record]:
+        for m in self.middleware:
+            try:
+                records = m.before_publish(topic, records)
+            except Exception:
+                log.exception("middleware %s.before_publish failed on topic %s", type(m).__name__, topic)
+        return records
+
+    def after_publish(self, topic: str, records: Sequence[Record], error: BaseException | None) -> None:
+        for m in self.middleware:
+            try:
+                m.after_publish(topic, records, error)
+            except Exception:
+                log.exception("middleware %s.after_publish failed on topic %s", type(m).__name__, topic)
+
+    def before_process(self, delivery: Delivery, event: Event[object] | None) -> None:
+        for m in self.middleware:
+            try:
+                m.before_process(delivery, event)
+            except Exception:
+                log.exception("middleware %s.before_process failed on event %s", type(m).__name__,
+                              delivery.message.record.id)
+
+    def decide(self, delivery: Delivery, error: BaseException | None, info: ErrorInfo | None) -> Outcome:
+        for m in self.middleware:
+            try:
+                outcome = m.decide(delivery, error, info)
+            except Exception:
+                log.exception("middleware %s.decide failed on event %s", type(m).__name__,
+                              delivery.message.record.id)
+                continue
+            if outcome is not None:
+                return outcome
+        if info is None:
+            return Ack()
+        return Retry(1.0, info)  # no policy installed: retry, never drop
+
+    def after_process(self, delivery: Delivery, error: BaseException | None, outcome: Outcome) -> None:
+        for m in self.middleware:
+            try:
+                m.after_process(delivery, error, outcome)
+            except Exception:
+                log.exception("middleware %s.after_process failed on event %s", type(m).__name__,
+                              delivery.message.record.id)

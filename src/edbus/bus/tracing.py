@@ -1,0 +1,56 @@
+"""Tracing middleware: W3C ``traceparent`` on every event, carried from a handler to what it publishes."""
+
+from __future__ import annotations
+
+import contextvars
+import dataclasses
+import re
+import secrets
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from edbus.backends.base import Delivery, ErrorInfo, Record
+from edbus.bus.middleware import Middleware, Outcome
+
+if TYPE_CHECKING:
+    from edbus.events.types import Event
+
+__all__ = ["Tracing", "current_traceparent", "new_traceparent"]
+
+_current: contextvars.ContextVar[str | None] = contextvars.ContextVar("edbus_traceparent", default=None)
+_VALID = re.compile(r"^00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$")
+
+
+def new_traceparent(trace_id: str | None = None) -> str:
+    return f"00-{trace_id or secrets.token_hex(16)}-{secrets.token_hex(8)}-01"
+
+
+def current_traceparent() -> str | None:
+    """The traceparent of the event being handled in this context, if any."""
+    return _current.get()
+
+
+class Tracing(Middleware):
+    """Events published while a handler runs join the handled event's trace (new span id); others start
+    a new trace. A malformed incoming traceparent is replaced, not propagated."""
+
+    def before_publish(self, topic: str, records: Sequence[Record]) -> Sequence[Record]:
+        parent = _current.get()
+        out = []
+        for r in records:
+            if "traceparent" in r.headers:
+                out.append(r)
+                continue
+            trace = new_traceparent(parent.split("-")[1] if parent else None)
+            out.append(dataclasses.replace(r, headers={**r.headers, "traceparent": trace}))
+        return out
+
+    def before_process(self, delivery: Delivery, event: Event[object] | None) -> None:
+        value = delivery.message.record.headers.get("traceparent")
+        _current.set(value if value and _VALID.match(value) else None)
+
+    def after_process(self, delivery: Delivery, error: BaseException | None, outcome: Outcome) -> None:
+        _current.set(None)
+
+    def decide(self, delivery: Delivery, error: BaseException | None, info: ErrorInfo | None) -> Outcome | None:
+        return None

@@ -1,0 +1,1 @@
+"""The edbus command line."""

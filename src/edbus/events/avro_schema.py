@@ -1,0 +1,222 @@
+"""Derive an Avro schema from a payload class, and compile converters between objects and Avro data.
+
+A payload class is an ``attrs`` class or a dataclass. Supported field types: ``str``, ``int``, ``float``,
+``bool``, ``bytes``, ``datetime`` (timestamp-micros), ``date``, ``UUID``, ``Enum`` subclasses, nested
+payload classes, ``list[X]`` / ``tuple[X, ...]``, ``dict[str, X]`` and ``X | None``.
+
+Converters are compiled once per class: ``to_avro`` validates while it converts, so a bad payload is
+refused with the path of the field at fault before anything is encoded or stored.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import enum
+import types
+import typing
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import attrs
+
+from edbus.errors import ValidationError
+
+__all__ = ["PayloadCodec", "compile_payload", "is_payload_class"]
+
+Convert = Callable[[Any, str], Any]
+_NONE = type(None)
+
+
+def is_payload_class(cls: object) -> bool:
+    return isinstance(cls, type) and (attrs.has(cls) or dataclasses.is_dataclass(cls))
+
+
+def _fields(cls: type) -> list[tuple[str, Any, Any]]:
+    """(name, type, default or MISSING) for each init field, in declaration order."""
+    hints = typing.get_type_hints(cls)
+    out: list[tuple[str, Any, Any]] = []
+    if attrs.has(cls):
+        for a in attrs.fields(cls):
+            if not a.init:
+                continue
+            default = a.default if a.default is not attrs.NOTHING else dataclasses.MISSING
+            if isinstance(default, attrs.Factory):  # type: ignore[arg-type]
+                default = dataclasses.MISSING
+            out.append((a.alias or a.name, hints[a.name], default))
+        return out
+    for f in dataclasses.fields(cls):
+        if f.init:
+            out.append((f.name, hints[f.name], f.default))
+    return out
+
+
+class PayloadCodec:
+    """The Avro schema of a payload class and its compiled converters."""
+
+    __slots__ = ("cls", "schema", "to_avro", "from_avro", "_done", "_busy")
+
+    def __init__(self, cls: type) -> None:
+        if not is_payload_class(cls):
+            raise ValidationError(f"{cls!r} is not an attrs class or a dataclass")
+        self.cls = cls
+        # Named types already defined in this schema: later uses refer to them by name.
+        self._done: dict[type, tuple[Convert, Callable[[Any], Any]]] = {}
+        self._busy: set[type] = set()
+        schema, to_avro, from_avro = self._compile(cls)
+        self.schema: dict[str, Any] = schema
+        self.to_avro: Convert = to_avro
+        self.from_avro: Callable[[Any], Any] = lambda data: from_avro(data)
+
+    # -- compilation ---------------------------------------------------------------------------
+    def _compile(self, tp: Any) -> tuple[Any, Convert, Callable[[Any], Any]]:
+        origin = typing.get_origin(tp)
+        args = typing.get_args(tp)
+        if origin in (typing.Union, types.UnionType):
+            rest = [a for a in args if a is not _NONE]
+            if len(rest) != 1 or len(args) != 2:
+                raise ValidationError(f"unsupported union {tp!r}: only 'X | None' is supported")
+            schema, inner, back = self._compile(rest[0])
+
+            def opt(value: Any, path: str) -> Any:
+                return None if value is None else inner(value, path)
+
+            def opt_back(value: Any) -> Any:
+                return None if value is None else back(value)
+
+            return ["null", schema], opt, opt_back
+        if origin in (list, tuple, Sequence) or tp in (list, tuple):
+            if origin is tuple and not (len(args) == 2 and args[1] is Ellipsis):
+                raise ValidationError(f"unsupported tuple {tp!r}: use tuple[X, ...]")
+            if not args:
+                raise ValidationError(f"{tp!r} needs an item type")
+            schema, inner, back = self._compile(args[0])
+            make: Callable[[Any], Any] = tuple if origin is tuple else list
+
+            def seq(value: Any, path: str) -> Any:
+                if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
+                    raise ValidationError(f"{path}: expected a list, got {type(value).__name__}")
+                return [inner(v, f"{path}[{i}]") for i, v in enumerate(value)]
+
+            return {"type": "array", "items": schema}, seq, lambda v: make(back(x) for x in v)
+        if origin in (dict, Mapping) or tp is dict:
+            if not args or args[0] is not str:
+                raise ValidationError(f"unsupported mapping {tp!r}: keys must be str")
+            schema, inner, back = self._compile(args[1])
+
+            def mapping(value: Any, path: str) -> Any:
+                if not isinstance(value, Mapping):
+                    raise ValidationError(f"{path}: expected a mapping, got {type(value).__name__}")
+                out = {}
+                for k, v in value.items():
+                    if not isinstance(k, str):
+                        raise ValidationError(f"{path}: key {k!r} is not a string")
+                    out[k] = inner(v, f"{path}[{k!r}]")
+                return out
+
+            return {"type": "map", "values": schema}, mapping, lambda v: {k: back(x) for k, x in v.items()}
+        if isinstance(tp, type):
+            return self._compile_class(tp)
+        raise ValidationError(f"unsupported field type {tp!r}")
+
+    def _compile_class(self, tp: type) -> tuple[Any, Convert, Callable[[Any], Any]]:
+        ident: Callable[[Any], Any] = lambda v: v  # noqa: E731
+        if tp is bool:
+            return "boolean", _check(lambda v: isinstance(v, bool), "bool"), ident
+        if tp is int:
+            return "long", _check(lambda v: isinstance(v, int) and not isinstance(v, bool)
+                                  and -(2**63) <= v < 2**63, "int (64-bit)"), ident
+        if tp is float:
+            def to_float(value: Any, path: str) -> Any:
+                if isinstance(value, bool) or not isinstance(value, (int, float)):
+                    raise ValidationError(f"{path}: expected float, got {type(value).__name__}")
+                return float(value)
+            return "double", to_float, ident
+        if tp is str:
+            return "string", _check(lambda v: isinstance(v, str), "str"), ident
+        if tp is bytes:
+            return "bytes", _check(lambda v: isinstance(v, bytes), "bytes"), ident
+        if tp is dt.datetime:
+            return ({"type": "long", "logicalType": "timestamp-micros"},
+                    _check(lambda v: isinstance(v, dt.datetime), "datetime"), ident)
+        if tp is dt.date:
+            return ({"type": "int", "logicalType": "date"},
+                    _check(lambda v: isinstance(v, dt.date) and not isinstance(v, dt.datetime), "date"),
+                    ident)
+        if tp is uuid.UUID:
+            def to_uuid(value: Any, path: str) -> Any:
+                if not isinstance(value, uuid.UUID):
+                    raise ValidationError(f"{path}: expected UUID, got {type(value).__name__}")
+                return str(value)
+            return {"type": "string", "logicalType": "uuid"}, to_uuid, \
+                lambda v: v if isinstance(v, uuid.UUID) else uuid.UUID(v)
+        if tp in self._done:
+            return (tp.__name__, *self._done[tp])
+        if issubclass(tp, enum.Enum):
+            return self._compile_enum(tp)
+        if is_payload_class(tp):
+            if tp in self._busy:
+                raise ValidationError(f"recursive record {tp.__name__} is not supported")
+            self._busy.add(tp)
+            return self._compile_record(tp)
+        raise ValidationError(f"unsupported field type {tp.__name__}")
+
+    def _compile_enum(self, tp: type[enum.Enum]) -> tuple[Any, Convert, Callable[[Any], Any]]:
+        members = list(tp)
+
+        def to_enum(value: Any, path: str) -> Any:
+            if not isinstance(value, tp):
+                raise ValidationError(f"{path}: expected {tp.__name__}, got {value!r}")
+            return value.name
+
+        def from_enum(value: Any) -> Any:
+            return tp[value]
+
+        self._done[tp] = (to_enum, from_enum)
+        return {"type": "enum", "name": tp.__name__, "symbols": [m.name for m in members]}, to_enum, from_enum
+
+    def _compile_record(self, tp: type) -> tuple[Any, Convert, Callable[[Any], Any]]:
+        fields: list[dict[str, Any]] = []
+        steps: list[tuple[str, Convert, Callable[[Any], Any]]] = []
+        for name, ftype, default in _fields(tp):
+            schema, conv, back = self._compile(ftype)
+            field: dict[str, Any] = {"name": name, "type": schema}
+            if isinstance(schema, list) and schema[0] == "null":
+                field["default"] = None
+            elif default is not dataclasses.MISSING and isinstance(default, (str, int, float, bool)):
+                field["default"] = default.name if isinstance(default, enum.Enum) else default
+            fields.append(field)
+            steps.append((name, conv, back))
+        cls_name = tp.__name__
+
+        def to_record(value: Any, path: str) -> Any:
+            if not isinstance(value, tp):
+                raise ValidationError(f"{path or 'payload'}: expected {cls_name}, got {type(value).__name__}")
+            out = {}
+            for name, conv, _ in steps:
+                try:
+                    v = getattr(value, name)
+                except AttributeError:
+                    raise ValidationError(f"{path}.{name}: missing field") from None
+                out[name] = conv(v, f"{path}.{name}" if path else name)
+            return out
+
+        def from_record(data: Any) -> Any:
+            return tp(**{name: back(data[name]) for name, _, back in steps})
+
+        self._done[tp] = (to_record, from_record)
+        return {"type": "record", "name": cls_name, "fields": fields}, to_record, from_record
+
+
+def _check(ok: Callable[[Any], bool], expected: str) -> Convert:
+    def conv(value: Any, path: str) -> Any:
+        if not ok(value):
+            raise ValidationError(f"{path}: expected {expected}, got {type(value).__name__} {value!r:.60}")
+        return value
+
+    return conv
+
+
+def compile_payload(cls: type) -> PayloadCodec:
+    return PayloadCodec(cls)
