@@ -32,7 +32,7 @@ __all__ = [
 ]
 
 
-class Mode(str, enum.Enum):
+class Mode(enum.StrEnum):
     """How a subscription spreads events over its consumers."""
 
     KEY_ORDERED = "key_ordered"  # per-key order, keys spread over every consumer (Pulsar Key_Shared)
@@ -66,7 +66,7 @@ class StartAt:
                 f"bad start position {text!r}: use earliest, latest, an ISO time or id:<event id>"
             ) from None
         if when.tzinfo is None:
-            when = when.replace(tzinfo=dt.timezone.utc)
+            when = when.replace(tzinfo=dt.UTC)
         return cls("time", time=when.timestamp())
 
 

@@ -58,7 +58,7 @@ class Consumer:
         self.handlers: dict[str, tuple[EventType[Any], Callable[[Event[Any]], Any]]] = {}
         self.processed = 0
         self._stop = threading.Event()
-        self._done: queue.SimpleQueue[tuple[Delivery, Outcome]] = queue.SimpleQueue()
+        self._done: queue.SimpleQueue[tuple[Delivery, Outcome | None]] = queue.SimpleQueue()
         self._wakeup = threading.Event()
 
     # -- registration ------------------------------------------------------------------------
@@ -128,7 +128,7 @@ class Consumer:
                     log.exception("processing %s crashed", delivery.message.record.id)
                     outcome = None
                 failed = not isinstance(outcome, Ack)
-            self._done.put((delivery, outcome))  # type: ignore[arg-type]
+            self._done.put((delivery, outcome))
         self._wakeup.set()
 
     # -- the loop (calling thread) -----------------------------------------------------------
@@ -234,7 +234,7 @@ class Consumer:
     def _install_signals(self) -> dict[int, Any]:
         if threading.current_thread() is not threading.main_thread():
             return {}
-        previous = {}
+        previous: dict[int, Any] = {}
         for sig in (signal.SIGTERM, signal.SIGINT):
             previous[sig] = signal.signal(sig, lambda *_: self.stop())
         return previous

@@ -55,7 +55,7 @@ def _fields(cls: type) -> list[tuple[str, Any, Any]]:
 class PayloadCodec:
     """The Avro schema of a payload class and its compiled converters."""
 
-    __slots__ = ("cls", "schema", "to_avro", "from_avro", "_done", "_busy")
+    __slots__ = ("_busy", "_done", "cls", "from_avro", "schema", "to_avro")
 
     def __init__(self, cls: type) -> None:
         if not is_payload_class(cls):

@@ -26,7 +26,7 @@ __all__ = ["Codec", "DEFAULT_MAX_EVENT_BYTES", "SOURCE_LIB", "envelope_from_head
 
 DEFAULT_MAX_EVENT_BYTES = 1024 * 1024
 SOURCE_LIB = "edbus"
-_UTC = dt.timezone.utc
+_UTC = dt.UTC
 
 
 def envelope_from_headers(headers: Mapping[str, str]) -> Envelope:

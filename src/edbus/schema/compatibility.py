@@ -30,7 +30,7 @@ _PROMOTIONS = {
 }
 
 
-class Rule(str, enum.Enum):
+class Rule(enum.StrEnum):
     NONE = "NONE"
     BACKWARD = "BACKWARD"
     BACKWARD_TRANSITIVE = "BACKWARD_TRANSITIVE"
@@ -143,9 +143,9 @@ def check(rule: Rule, new: Any, previous: Sequence[Any], subject: str) -> None:
         version = previous.index(old) + 1
         directions = []
         if rule.name.startswith(("BACKWARD", "FULL")):
-            directions.append(("new readers cannot read version %d data" % version, new, old))
+            directions.append((f"new readers cannot read version {version} data", new, old))
         if rule.name.startswith(("FORWARD", "FULL")):
-            directions.append(("version %d readers cannot read the new data" % version, old, new))
+            directions.append((f"version {version} readers cannot read the new data", old, new))
         for what, reader, writer in directions:
             why = can_read(reader, writer)
             if why:

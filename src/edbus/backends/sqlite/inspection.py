@@ -28,7 +28,7 @@ class StoreInspection:
     # -- SchemaStorage -----------------------------------------------------------------------
     def load_schema_versions(self, event_type: str) -> list[tuple[int, str, float]]:
         with self.conn.transaction(write=False) as db:
-            return [tuple(r) for r in db.execute(  # type: ignore[misc]
+            return [(r[0], r[1], r[2]) for r in db.execute(
                 "SELECT version, schema, registered_at FROM schemas WHERE event_type=? ORDER BY version",
                 (event_type,))]
 
