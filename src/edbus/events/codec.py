@@ -16,9 +16,16 @@ from collections.abc import Mapping
 from typing import Any
 
 import fastavro
+import fastavro.validation
 
 from edbus.backends.base import Message, Record
-from edbus.errors import DecodeError, EventTooLargeError, NotFoundError, ValidationError
+from edbus.errors import (
+    DecodeError,
+    EventTooLargeError,
+    NotFoundError,
+    UnknownEventTypeError,
+    ValidationError,
+)
 from edbus.events.types import Envelope, EventType
 from edbus.schema.registry import SchemaRegistry
 
@@ -82,25 +89,52 @@ class Codec:
             fastavro.schemaless_writer(buf, parsed, data)
         except (ValueError, TypeError, OverflowError) as exc:
             raise ValidationError(f"{event_type.name}: payload does not encode: {exc}") from None
+        headers = self._headers(event_type.name, id, time, traceparent, event_type.minor_version, version)
+        return self._checked(Record(headers["ce_id"], event_type.name, key, headers, buf.getvalue()))
+
+    def _headers(self, type_name: str, id: str | None, time: dt.datetime | None, traceparent: str | None,
+                 minor_version: int, schema_version: int) -> dict[str, str]:
         headers = {
             "ce_id": id or str(uuid.uuid4()),
-            "ce_type": event_type.name,
+            "ce_type": type_name,
             "ce_source": self.source,
             "ce_specversion": "1.0",
             "ce_time": (time or dt.datetime.now(_UTC)).isoformat(),
             "content-type": "application/avro",
-            "ce_minorversion": str(event_type.minor_version),
+            "ce_minorversion": str(minor_version),
             "ce_sourcehost": self._host,
             "ce_sourcelib": SOURCE_LIB,
-            "ce_schemaversion": str(version),
+            "ce_schemaversion": str(schema_version),
         }
         if traceparent:
             headers["traceparent"] = traceparent
-        record = Record(headers["ce_id"], event_type.name, key, headers, buf.getvalue())
+        return headers
+
+    def _checked(self, record: Record) -> Record:
         if record.size > self.max_event_bytes:
             raise EventTooLargeError(
-                f"{event_type.name}: event is {record.size} bytes, over the {self.max_event_bytes}-byte limit")
+                f"{record.type}: event is {record.size} bytes, over the {self.max_event_bytes}-byte limit")
         return record
+
+    def encode_data(self, topic: str, type_name: str, data: Any, *, key: str | None = None,
+                    id: str | None = None) -> Record:
+        """Encode plain data (e.g. parsed JSON) against the latest registered schema of ``type_name``;
+        ISO-8601 strings are accepted for timestamps and dates. For tools: no payload class needed."""
+        versions = self.registry.versions(type_name)
+        if not versions:
+            raise UnknownEventTypeError(f"unknown event type {type_name!r}: no schema registered")
+        latest = versions[-1]
+        parsed = self.writer_schema(type_name, latest.version)
+        data = _from_json(latest.schema, data, {})
+        try:
+            fastavro.validation.validate(data, parsed, raise_errors=True)
+        except fastavro.validation.ValidationError as exc:
+            raise ValidationError(f"{type_name}: data does not match schema version {latest.version}: "
+                                  f"{'; '.join(str(e) for e in exc.errors)[:500]}") from None
+        buf = io.BytesIO()
+        fastavro.schemaless_writer(buf, parsed, data)
+        headers = self._headers(type_name, id, None, None, 0, latest.version)
+        return self._checked(Record(headers["ce_id"], type_name, key, headers, buf.getvalue()))
 
     # -- decoding ------------------------------------------------------------------------------
     def writer_schema(self, event_type: str, version: int) -> Any:
@@ -145,3 +179,44 @@ class Codec:
     def decode_dict(self, message: Message) -> tuple[Envelope, Any]:
         """Decode with the writer's schema only, into plain Avro data (for tools)."""
         return self._read(message, None)
+
+
+def _from_json(schema: Any, value: Any, names: dict[str, Any]) -> Any:
+    """Turn JSON-friendly values into what fastavro writes: ISO strings into datetimes and dates."""
+    if isinstance(schema, str):
+        schema = names.get(schema, schema)
+    if isinstance(schema, list):
+        for branch in schema:
+            b = names.get(branch, branch) if isinstance(branch, str) else branch
+            if value is None and b == "null":
+                return None
+            if value is not None and b != "null":
+                return _from_json(b, value, names)
+        return value
+    if not isinstance(schema, dict):
+        return value
+    kind = schema.get("type")
+    if kind in ("record", "enum", "fixed"):
+        names[schema["name"]] = schema
+    logical = schema.get("logicalType")
+    if isinstance(value, str) and logical in ("timestamp-micros", "timestamp-millis"):
+        try:
+            parsed = dt.datetime.fromisoformat(value)
+        except ValueError:
+            raise ValidationError(f"{value!r} is not an ISO-8601 time") from None
+        return parsed if parsed.tzinfo else parsed.replace(tzinfo=_UTC)
+    if isinstance(value, str) and logical == "date":
+        try:
+            return dt.date.fromisoformat(value)
+        except ValueError:
+            raise ValidationError(f"{value!r} is not an ISO-8601 date") from None
+    if kind == "record" and isinstance(value, dict):
+        return {**value, **{f["name"]: _from_json(f["type"], value[f["name"]], names)
+                            for f in schema["fields"] if f["name"] in value}}
+    if kind == "array" and isinstance(value, list):
+        return [_from_json(schema["items"], v, names) for v in value]
+    if kind == "map" and isinstance(value, dict):
+        return {k: _from_json(schema["values"], v, names) for k, v in value.items()}
+    if isinstance(kind, (dict, list)):
+        return _from_json(kind, value, names)
+    return value
