@@ -55,12 +55,15 @@ def _fields(cls: type) -> list[tuple[str, Any, Any]]:
 class PayloadCodec:
     """The Avro schema of a payload class and its compiled converters."""
 
-    __slots__ = ("_busy", "_done", "cls", "from_avro", "schema", "to_avro")
+    __slots__ = ("_busy", "_done", "_root_name", "cls", "from_avro", "schema", "to_avro")
 
-    def __init__(self, cls: type) -> None:
+    def __init__(self, cls: type, root_name: str | None = None) -> None:
+        """``root_name`` names the top-level record (default: the class name); event types name it
+        after themselves so that a reader's payload class may have another name than the writer's."""
         if not is_payload_class(cls):
             raise ValidationError(f"{cls!r} is not an attrs class or a dataclass")
         self.cls = cls
+        self._root_name = root_name
         # Named types already defined in this schema: later uses refer to them by name.
         self._done: dict[type, tuple[Convert, Callable[[Any], Any]]] = {}
         self._busy: set[type] = set()
@@ -189,6 +192,8 @@ class PayloadCodec:
             fields.append(field)
             steps.append((name, conv, back))
         cls_name = tp.__name__
+        record_name = self._root_name or cls_name
+        self._root_name = None
 
         def to_record(value: Any, path: str) -> Any:
             if not isinstance(value, tp):
@@ -206,7 +211,7 @@ class PayloadCodec:
             return tp(**{name: back(data[name]) for name, _, back in steps})
 
         self._done[tp] = (to_record, from_record)
-        return {"type": "record", "name": cls_name, "fields": fields}, to_record, from_record
+        return {"type": "record", "name": record_name, "fields": fields}, to_record, from_record
 
 
 def _check(ok: Callable[[Any], bool], expected: str) -> Convert:

@@ -65,17 +65,17 @@ class Codec:
         self.max_event_bytes = max_event_bytes
         self._host = socket.gethostname()
         self._lock = threading.Lock()
-        self._writers: dict[tuple[str, str], tuple[int, Any]] = {}
+        self._writers: dict[tuple[str, EventType[Any]], tuple[int, Any]] = {}
         self._parsed: dict[tuple[str, int], Any] = {}
         self._readers: dict[EventType[Any], Any] = {}
 
     # -- encoding ------------------------------------------------------------------------------
     def _writer(self, topic: str, event_type: EventType[Any]) -> tuple[int, Any]:
-        found = self._writers.get((topic, event_type.name))
+        found = self._writers.get((topic, event_type))
         if found is None:
             version = self.registry.register(topic, event_type.name, event_type.schema)
             found = (version, fastavro.parse_schema(event_type.schema))
-            self._writers[(topic, event_type.name)] = found
+            self._writers[(topic, event_type)] = found
         return found
 
     def encode(self, topic: str, event_type: EventType[Any], payload: Any, *, id: str | None = None,

@@ -41,7 +41,7 @@ class EventType(Generic[P]):
             )
         if self.minor_version < 0:
             raise ConfigError(f"{self.name}: minor_version must be >= 0")
-        codec = PayloadCodec(self.payload)
+        codec = PayloadCodec(self.payload, root_name=self.name.rsplit(".v", 1)[0].replace(".", "_"))
         object.__setattr__(self, "codec", codec)
         object.__setattr__(self, "key_of", _key_getter(self.name, self.key))
 
