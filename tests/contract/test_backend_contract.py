@@ -47,7 +47,7 @@ class TestAppendAndRead:
         cut = time.time()
         eventually(lambda: time.time() > cut + 0.01)
         backend.append("t", [rec(i) for i in range(3, 5)])
-        assert [m.record.id for m in backend.read("t", StartAt("event", event_id="e1"), 10)][0] == "e1"
+        assert next(m.record.id for m in backend.read("t", StartAt("event", event_id="e1"), 10)) == "e1"
         assert [m.record.id for m in backend.read("t", StartAt("time", time=cut + 0.005), 10)] == ["e3", "e4"]
         assert backend.read("t", StartAt("latest"), 10) == []
 

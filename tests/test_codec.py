@@ -1,0 +1,105 @@
+"""The codec, property-tested: any valid payload round-trips; any bytes either decode or raise
+DecodeError (never another exception)."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import uuid
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from edbus.backends import Message, Record
+from edbus.errors import DecodeError
+from edbus.events import Codec
+from edbus.schema import CheckedSchemaRegistry
+from tests.events import CATALOG_CHANGED, CourseInfo, Pacing, Schedule
+
+
+class MemoryStorage:
+    """Schema storage in memory: the codec is tested without any backend."""
+
+    def __init__(self) -> None:
+        self.rows: dict[str, list[tuple[int, str, float]]] = {}
+        self.rules: dict[str, str] = {}
+
+    def load_schema_versions(self, event_type: str) -> list[tuple[int, str, float]]:
+        return list(self.rows.get(event_type, []))
+
+    def insert_schema_version(self, event_type: str, version: int, schema_json: str) -> bool:
+        self.rows.setdefault(event_type, []).append((version, schema_json, 0.0))
+        return True
+
+    def list_event_types(self) -> list[str]:
+        return sorted(self.rows)
+
+    def load_rule(self, topic: str) -> str | None:
+        return self.rules.get(topic)
+
+    def save_rule(self, topic: str, rule: str) -> None:
+        self.rules[topic] = rule
+
+
+codec = Codec(CheckedSchemaRegistry(MemoryStorage()))
+times = st.datetimes(min_value=dt.datetime(1970, 1, 2), max_value=dt.datetime(9000, 1, 1),
+                     timezones=st.just(dt.UTC))
+courses = st.builds(
+    CourseInfo,
+    course_key=st.text(min_size=1),
+    name=st.text(),
+    schedule=st.builds(Schedule, start=times, end=st.none() | times, pacing=st.sampled_from(Pacing)),
+    tags=st.lists(st.text(), max_size=5),
+    hidden=st.booleans(),
+    run_id=st.none() | st.uuids(),
+)
+
+
+def message(record: Record) -> Message:
+    return Message(record, "t", "1", 0.0)
+
+
+@given(courses)
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+def test_any_valid_payload_round_trips_exactly(payload: CourseInfo) -> None:
+    record = codec.encode("t", CATALOG_CHANGED, payload)
+    envelope, decoded = codec.decode(message(record), CATALOG_CHANGED)
+    assert decoded == payload
+    assert envelope.id == record.id and record.key == payload.course_key
+
+
+@given(st.binary(max_size=300))
+@settings(max_examples=500)
+def test_random_bytes_decode_or_raise_decode_error(data: bytes) -> None:
+    base = codec.encode("t", CATALOG_CHANGED, CourseInfo("k", "n", Schedule(dt.datetime.now(dt.UTC))))
+    with contextlib.suppress(DecodeError):
+        codec.decode(message(Record(base.id, base.type, "k", base.headers, data)), CATALOG_CHANGED)
+
+
+@given(courses, st.data())
+@settings(max_examples=200, suppress_health_check=[HealthCheck.too_slow])
+def test_truncated_payloads_raise_decode_error(payload: CourseInfo, data: st.DataObject) -> None:
+    record = codec.encode("t", CATALOG_CHANGED, payload)
+    cut = data.draw(st.integers(min_value=0, max_value=len(record.payload) - 1))
+    try:
+        codec.decode(message(Record(record.id, record.type, "k", record.headers, record.payload[:cut])),
+                     CATALOG_CHANGED)
+    except DecodeError:
+        return
+    raise AssertionError("a truncated payload decoded")
+
+
+@given(st.dictionaries(st.sampled_from(["ce_id", "ce_type", "ce_time", "ce_schemaversion", "x"]),
+                       st.text(max_size=20)))
+def test_wrong_envelope_headers_raise_decode_error(headers: dict[str, str]) -> None:
+    record = codec.encode("t", CATALOG_CHANGED, CourseInfo("k", "n", Schedule(dt.datetime.now(dt.UTC))))
+    with contextlib.suppress(DecodeError):
+        codec.decode(message(Record(record.id, record.type, "k", headers, record.payload)), CATALOG_CHANGED)
+
+
+def test_uuid_and_enum_and_datetime_survive_as_their_python_types() -> None:
+    payload = CourseInfo("k", "n", Schedule(dt.datetime(2024, 5, 1, 12, tzinfo=dt.UTC), None, Pacing.SELF),
+                         run_id=uuid.UUID(int=7))
+    _, back = codec.decode(message(codec.encode("t", CATALOG_CHANGED, payload)), CATALOG_CHANGED)
+    assert back.run_id == uuid.UUID(int=7) and back.schedule.pacing is Pacing.SELF
+    assert back.schedule.start == dt.datetime(2024, 5, 1, 12, tzinfo=dt.UTC)

@@ -1,0 +1,191 @@
+"""The consumer runtime: handlers, retries with backoff, dead letters for failures and bad input,
+key order under concurrency, graceful stop, fatal errors and middleware."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import threading
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+
+from edbus import Backoff, Bus, Event, Middleware
+from edbus.backends import Record, dlq_topic
+from edbus.bus import current_traceparent
+from edbus.errors import ConfigError, StoreUnavailableError
+from tests.conftest import eventually
+from tests.events import CATALOG_CHANGED, SEQ, CourseInfo, Seq, course
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def dead_letters(bus: Bus, topic: str = "t", sub: str = "s") -> list[Record]:
+    return [m.record for m in bus.backend.read(dlq_topic(topic, sub), __import__("edbus").StartAt(), 100)]
+
+
+def test_handler_receives_typed_events_and_acks_them(bus: Bus) -> None:
+    bus.publish_many("t", [(CATALOG_CHANGED, course(i)) for i in range(20)])
+    consumer = bus.consumer("t", "s")
+    got: list[CourseInfo] = []
+    consumer.handler(CATALOG_CHANGED)(lambda e: got.append(e.data))
+    assert consumer.run(max_events=20, install_signals=False) == 20
+    assert sorted(c.name for c in got) == sorted(f"Course {i}" for i in range(20))
+    assert bus.backend.subscriptions("t")[0].backlog == 0
+    assert bus.metrics.snapshot()["acked"] == 20
+
+
+def test_failing_handler_is_retried_with_backoff_then_dead_lettered_with_traceback(bus: Bus) -> None:
+    bus.publish("t", SEQ, Seq("a", 1))
+    consumer = bus.consumer("t", "s", max_attempts=3, backoff=Backoff(base=0.05, jitter=0))
+    attempts: list[int] = []
+
+    @consumer.handler(SEQ)
+    def fail(event: Event[Seq]) -> None:
+        attempts.append(event.attempt)
+        raise ValueError(f"bad value {event.data.n}")
+
+    consumer.run(max_events=1, install_signals=False)
+    assert attempts == [1, 2, 3]
+    [dead] = dead_letters(bus)
+    assert dead.headers["edbus_dlq_error_type"] == "builtins.ValueError"
+    assert dead.headers["edbus_dlq_error_message"] == "bad value 1"
+    assert "raise ValueError" in dead.headers["edbus_dlq_traceback"]
+    history = json.loads(dead.headers["edbus_dlq_history"])
+    assert [h["attempt"] for h in history] == [1, 2, 3]
+    assert history[1]["at"] - history[0]["at"] >= 0.05  # the backoff was waited
+    stats = bus.backend.subscriptions("t")[0]
+    assert stats.backlog == 0 and stats.dead_lettered == 1
+
+
+def test_poison_event_does_not_block_other_keys(bus: Bus) -> None:
+    bus.publish_many("t", [(SEQ, Seq("poison", 0))] + [(SEQ, Seq(f"k{i}", i)) for i in range(30)])
+    consumer = bus.consumer("t", "s", max_attempts=50, backoff=Backoff(base=0.2))
+    done = []
+
+    @consumer.handler(SEQ)
+    def handle(event: Event[Seq]) -> None:
+        if event.data.key == "poison":
+            raise RuntimeError("poison")
+        done.append(event.data.n)
+
+    thread = threading.Thread(target=consumer.run, kwargs={"install_signals": False})
+    thread.start()
+    eventually(lambda: len(done) == 30, timeout=10)
+    consumer.stop()
+    thread.join(10)
+    assert not thread.is_alive()
+
+
+def test_malformed_bytes_go_to_the_dead_letter_topic_and_the_consumer_goes_on(bus: Bus) -> None:
+    bus.publish("t", SEQ, Seq("a", 1))
+    [(good, _, _)] = list(bus.read("t"))
+    bad = Record("bad-1", SEQ.name, "a", dict(good.record.headers, ce_id="bad-1"), b"\xff\xff\xff")
+    unknown = Record("bad-2", "org.openedx.nobody.knows.this.v1", "b",
+                     dict(good.record.headers, ce_id="bad-2", ce_type="org.openedx.nobody.knows.this.v1"), b"")
+    bus.backend.append("t", [bad, unknown])
+    bus.publish("t", SEQ, Seq("a", 2))
+    consumer = bus.consumer("t", "s")
+    seen = []
+    consumer.handler(SEQ)(lambda e: seen.append(e.data.n))
+    consumer.run(max_events=4, install_signals=False)
+    assert seen == [1, 2]
+    reasons = {r.id: r.headers["edbus_dlq_error_message"] for r in dead_letters(bus)}
+    assert "does not decode" in reasons["bad-1"]
+    assert "unknown event type" in reasons["bad-2"]
+    assert all(json.loads(r.headers["edbus_dlq_history"])[0]["type"] == "edbus.errors.DecodeError"
+               for r in dead_letters(bus))
+
+
+def test_events_of_types_without_a_handler_are_acked_and_skipped(bus: Bus) -> None:
+    bus.publish_many("t", [(SEQ, Seq("a", 1)), (CATALOG_CHANGED, course(1)), (SEQ, Seq("a", 2))])
+    consumer = bus.consumer("t", "s")
+    seen = []
+    consumer.handler(SEQ)(lambda e: seen.append(e.data.n))
+    assert consumer.run(max_events=3, install_signals=False) == 3
+    assert seen == [1, 2] and dead_letters(bus) == []
+
+
+def test_key_order_holds_with_concurrent_handlers_in_one_process(bus: Bus) -> None:
+    bus.publish_many("t", [(SEQ, Seq(f"k{n % 7}", n)) for n in range(700)])
+    consumer = bus.consumer("t", "s", concurrency=8, batch=50)
+    by_key: dict[str, list[int]] = defaultdict(list)
+    lock = threading.Lock()
+
+    @consumer.handler(SEQ)
+    def handle(event: Event[Seq]) -> None:
+        with lock:
+            by_key[event.data.key].append(event.data.n)
+
+    consumer.run(max_events=700, install_signals=False)
+    assert sum(map(len, by_key.values())) == 700
+    assert all(ns == sorted(ns) for ns in by_key.values())
+
+
+def test_events_published_by_a_handler_join_the_handled_events_trace(bus: Bus) -> None:
+    bus.publish("t", SEQ, Seq("a", 1), traceparent="00-" + "ab" * 16 + "-" + "cd" * 8 + "-01")
+    consumer = bus.consumer("t", "s")
+
+    @consumer.handler(SEQ)
+    def relay(event: Event[Seq]) -> None:
+        assert current_traceparent() == event.envelope.traceparent
+        bus.publish("out", SEQ, Seq("b", 2))
+
+    consumer.run(max_events=1, install_signals=False)
+    [(_, envelope, _)] = list(bus.read("out"))
+    assert envelope.traceparent is not None and envelope.traceparent.split("-")[1] == "ab" * 16
+
+
+def test_a_failing_middleware_hook_is_logged_and_loses_nothing(bus: Bus, caplog: pytest.LogCaptureFixture) -> None:
+    class Broken(Middleware):
+        def before_process(self, delivery: object, event: object) -> None:
+            raise RuntimeError("exporter down")
+
+    broken = Bus(bus.backend, middleware=[Broken(), *bus.middleware.middleware])
+    broken.publish("t", SEQ, Seq("a", 1))
+    consumer = broken.consumer("t", "s")
+    seen = []
+    consumer.handler(SEQ)(lambda e: seen.append(e.data.n))
+    consumer.run(max_events=1, install_signals=False)
+    assert seen == [1] and "Broken.before_process failed" in caplog.text
+
+
+def test_registering_two_handlers_for_one_type_is_refused(bus: Bus) -> None:
+    consumer = bus.consumer("t", "s")
+    consumer.add(SEQ, print)
+    with pytest.raises(ConfigError, match="already registered"):
+        consumer.add(SEQ, print)
+    with pytest.raises(ConfigError, match="unknown mode"):
+        bus.consumer("t", "s", mode="round_robin")
+
+
+def test_missing_and_corrupt_stores_are_clear_errors(tmp_path: Path) -> None:
+    with pytest.raises(StoreUnavailableError, match="no edbus store at"):
+        Bus.from_url(f"sqlite:///{tmp_path}/missing.db", create=False)
+    corrupt = tmp_path / "corrupt.db"
+    corrupt.write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(StoreUnavailableError, match="is corrupt"):
+        Bus.from_url(f"sqlite:///{corrupt}")
+    with pytest.raises(ConfigError, match="bad URL"):
+        Bus.from_url("redis://localhost")
+
+
+def test_sigterm_finishes_and_acks_in_flight_events_then_exits_zero(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/bus.db"
+    bus = Bus.from_url(url)
+    bus.publish_many("seq", [(SEQ, Seq(f"k{i}", i)) for i in range(200)])
+    log = tmp_path / "c.log"
+    proc = subprocess.Popen([sys.executable, "-m", "tests.workers", "consume", "--url", url, "--log", str(log),
+                             "--delay", "0.05", "--concurrency", "4"], cwd=ROOT, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    eventually(lambda: log.exists() and len(log.read_text().splitlines()) >= 10, timeout=30)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    handled = len(log.read_text().splitlines())
+    [stats] = bus.backend.subscriptions("seq")
+    assert stats.in_flight == 0  # everything it took was finished and acked
+    assert stats.backlog == 200 - handled  # and nothing it handled is left unacked
