@@ -38,7 +38,7 @@ def test_rules_against_the_previous_version(rule: Rule, new: dict[str, Any], ok:
     if ok:
         check(rule, new, [V1], "t")
     else:
-        with pytest.raises(IncompatibleSchemaError, match="field '[ab]'"):
+        with pytest.raises(IncompatibleSchemaError, match=r"field '[ab]'"):
             check(rule, new, [V1], "t")
 
 
