@@ -1,2 +1,245 @@
+"""``edbus``: the command line of the event bus.
+
+Every command takes the store from the group's ``--url`` (default ``$EDBUS_URL``, else the embedded store
+at ``~/.local/share/edbus/edbus.db``). An edbus error is one red ``error: <message>`` line on stderr and
+exit code 1; a usage mistake exits 2.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from collections.abc import Iterator
+from typing import IO, Any
+
+import click
+
+from edbus.backends.base import Backend, Record, StartAt
+from edbus.cli.common import (
+    CliError,
+    DurationType,
+    StartType,
+    State,
+    describe_start,
+    explain,
+    open_bus,
+    require_subscription,
+)
+from edbus.cli.output import console, echo_json, human_age, human_bytes, table
+from edbus.errors import EdbusError, ValidationError
+
+__all__ = ["cli", "main"]
+
+# click's own exceptions print themselves; a closed stdout (edbus tail t | head) is handled by click
+_PASS_THROUGH = (click.ClickException, click.exceptions.Exit, click.Abort, BrokenPipeError)
+
+
+class EdbusGroup(click.Group):
+    """Turns every error into one line and exit code 1 (``--debug`` shows the traceback instead)."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except _PASS_THROUGH:
+            raise
+        except (EdbusError, OSError, ValueError) as exc:
+            if ctx.params.get("debug"):
+                raise
+            raise CliError(explain(exc)) from exc
+        except Exception as exc:
+            if ctx.params.get("debug"):
+                raise
+            raise CliError(f"unexpected {explain(exc)} (run with --debug for the traceback)") from exc
+
+
+@click.group(cls=EdbusGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option("--url", metavar="URL", envvar="EDBUS_URL", show_envvar=True,
+              help="The store: sqlite:///relative.db or sqlite:////absolute/path.db. "
+                   "Default: $EDBUS_URL, else the embedded store at ~/.local/share/edbus/edbus.db.")
+@click.option("--debug", is_flag=True, help="Show the full traceback of an error instead of one line.")
+@click.version_option(package_name="edbus", prog_name="edbus")
+@click.pass_context
+def cli(ctx: click.Context, url: str | None, debug: bool) -> None:
+    """edbus: the event bus for Open edX services.
+
+    Publish and read events, inspect topics and subscriptions, replay, manage dead letters, run consumers
+    and look at schemas. Commands that only read or manage an existing store never create one: a missing
+    store is an error.
+    """
+    ctx.obj = State(url=url or None, debug=debug)
+
+
+# -- publish -------------------------------------------------------------------------------------------
+def _json_lines(stream: IO[str], source: str) -> Iterator[tuple[int, Any]]:
+    for number, line in enumerate(stream, 1):
+        if not line.strip():
+            continue
+        try:
+            yield number, json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise CliError(f"{source} line {number}: bad JSON: {exc}") from None
+
+
+@cli.command()
+@click.argument("topic")
+@click.argument("event_type", metavar="TYPE")
+@click.option("--data", "data_text", metavar="JSON", help="The event data: one JSON object.")
+@click.option("--file", "data_file", type=click.File("r", encoding="utf-8"), metavar="PATH",
+              help="Publish many events: one JSON object per line ('-' reads stdin), all stored in one "
+                   "transaction (all or none).")
+@click.option("--key", help="The event key: events with the same key are delivered in order.")
+@click.option("--id", "event_id", metavar="ID",
+              help="The event id (default: a new UUID). Publishing again with the same id stores nothing "
+                   "new: a retry is idempotent. Only with --data.")
+@click.pass_context
+def publish(ctx: click.Context, topic: str, event_type: str, data_text: str | None, data_file: IO[str] | None,
+            key: str | None, event_id: str | None) -> None:
+    """Publish events of TYPE to TOPIC from JSON data; prints each event id.
+
+    The data is encoded against the latest schema registered for TYPE (a producer registers it when it
+    first publishes); ISO-8601 strings are accepted for timestamps and dates.
+
+    \b
+      edbus publish course-catalog org.openedx.content_authoring.course.catalog_info.changed.v1 \\
+          --key course-v1:edX+DemoX+2024 --data '{"catalog_info": {...}}'
+      edbus publish course-catalog TYPE --file events.jsonl
+    """
+    if (data_text is None) == (data_file is None):
+        raise click.UsageError("give the data with exactly one of --data or --file")
+    if event_id is not None and data_file is not None:
+        raise click.UsageError("--id names one event: use it with --data, not --file")
+    if data_text is not None:
+        try:
+            items: list[tuple[int, Any]] = [(0, json.loads(data_text))]
+        except json.JSONDecodeError as exc:
+            raise CliError(f"--data is not valid JSON: {exc}") from None
+    else:
+        assert data_file is not None
+        items = list(_json_lines(data_file, getattr(data_file, "name", "--file")))
+        if not items:
+            raise CliError("--file holds no events")
+    bus = open_bus(ctx)
+    stored = bus.topic(topic)
+    records: list[Record] = []
+    for number, data in items:
+        where = f"line {number}: " if number else ""
+        if not isinstance(data, dict):
+            raise CliError(f"{where}the event data must be a JSON object, not {type(data).__name__}")
+        try:
+            records.append(bus.codec.encode_data(stored, event_type, data, key=key, id=event_id))
+        except ValidationError as exc:
+            raise CliError(f"{where}{exc}") from None
+    # No public Bus method publishes already-encoded records; _append runs the publish middleware
+    # (tracing, metrics) around backend.append, exactly as publish() and publish_many() do.
+    bus._append(stored, records)
+    for record in records:
+        click.echo(record.id)
+
+
+# -- topics, subscriptions -----------------------------------------------------------------------------
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@click.pass_context
+def topics(ctx: click.Context, as_json: bool) -> None:
+    """List topics with their events, size and subscriptions (dead-letter topics end in .dlq)."""
+    bus = open_bus(ctx)
+    found = bus.backend.topics()
+    if as_json:
+        echo_json([dataclasses.asdict(t) for t in found])
+        return
+    if not found:
+        console().print("no topics")
+        return
+    console().print(table(None, ["topic", "events", "bytes", "subscriptions"],
+                          [(t.topic, t.events, human_bytes(t.bytes), t.subscriptions) for t in found],
+                          numeric=["events", "bytes", "subscriptions"]))
+
+
+@cli.command()
+@click.argument("topic", required=False)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@click.pass_context
+def subscriptions(ctx: click.Context, topic: str | None, as_json: bool) -> None:
+    """List subscriptions (of TOPIC, or all) with their backlog.
+
+    backlog: events not yet acked, in flight included; in flight: leased to a consumer right now;
+    dead-lettered: events in the subscription's dead-letter topic; consumers: seen in the last minute.
+    """
+    bus = open_bus(ctx)
+    found = bus.backend.subscriptions(bus.topic(topic) if topic else None)
+    if as_json:
+        echo_json([dataclasses.asdict(s) for s in found])
+        return
+    if not found:
+        console().print("no subscriptions")
+        return
+    console().print(table(
+        None, ["topic", "subscription", "mode", "backlog", "in flight", "dead-lettered", "oldest unacked",
+               "consumers"],
+        [(s.topic, s.subscription, s.mode.value, s.backlog, s.in_flight, s.dead_lettered,
+          human_age(s.oldest_unacked_age), s.consumers) for s in found],
+        numeric=["backlog", "in flight", "dead-lettered", "oldest unacked", "consumers"]))
+
+
+# -- replay, retention ---------------------------------------------------------------------------------
+@cli.command()
+@click.argument("topic")
+@click.argument("subscription")
+@click.option("--to", "start", type=StartType(), required=True,
+              help="earliest, latest, an ISO-8601 time (UTC unless given) or id:<event id>.")
+@click.pass_context
+def replay(ctx: click.Context, topic: str, subscription: str, start: StartAt) -> None:
+    """Move SUBSCRIPTION's cursor on TOPIC: every event from --to on is delivered again.
+
+    Events leased or waiting for a retry are released; --to latest skips the whole backlog.
+    """
+    bus = open_bus(ctx)
+    stored = bus.topic(topic)
+    before = _backlog(bus.backend, stored, subscription)
+    bus.backend.seek(stored, subscription, start)
+    after = _backlog(bus.backend, stored, subscription)
+    click.echo(f"moved {subscription} on {stored} to {describe_start(start)}: backlog {before} -> {after}")
+
+
+def _backlog(backend: Backend, topic: str, subscription: str) -> int:
+    require_subscription(backend, topic, subscription)
+    return next(s.backlog for s in backend.subscriptions(topic) if s.subscription == subscription)
+
+
+@cli.command()
+@click.option("--older-than", "older_than", type=DurationType(), default="7d", show_default=True,
+              help="Delete events appended longer ago than this: 30m, 12h, 7d, 2w (a bare number is seconds).")
+@click.pass_context
+def retention(ctx: click.Context, older_than: float) -> None:
+    """Delete old events that every subscription has acked.
+
+    Events a subscription has not acked yet, and dead-letter topics, are kept (purge dead letters with
+    edbus dlq purge).
+    """
+    bus = open_bus(ctx)
+    deleted = bus.backend.enforce_retention(time.time() - older_than)
+    click.echo(f"deleted {deleted} event(s) older than {older_than:g}s")
+
+
+def _register() -> None:
+    from edbus.cli.consume import consume
+    from edbus.cli.demo import demo
+    from edbus.cli.dlq import dlq
+    from edbus.cli.schema import schema
+    from edbus.cli.tail import tail
+
+    for command in (tail, consume, dlq, schema, demo):
+        cli.add_command(command)
+
+
+_register()
+
+
 def main() -> None:
-    pass
+    """The console script."""
+    cli.main(prog_name="edbus")
+
+
+if __name__ == "__main__":
+    main()

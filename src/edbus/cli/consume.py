@@ -1,0 +1,180 @@
+"""``edbus consume``: run a consumer of a named subscription, with your handlers or printing every event."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from edbus.backends.base import Delivery, ErrorInfo, Mode
+from edbus.bus.bus import Bus
+from edbus.bus.metrics import Metrics
+from edbus.bus.middleware import DeadLetter, Middleware, Outcome
+from edbus.bus.retries import Retries
+from edbus.bus.tracing import Tracing
+from edbus.cli.common import CliError, State, explain
+from edbus.cli.output import console, dump_json, event_dict, print_event
+from edbus.errors import EdbusError
+from edbus.events.types import Event
+
+__all__ = ["PrintEvents", "consume", "load_setup"]
+
+
+def load_setup(spec: str) -> Callable[..., Any]:
+    """``package.module:callable`` (the current directory is importable, as with ``python -m``)."""
+    module_name, sep, attribute = spec.partition(":")
+    if not sep or not module_name or not attribute:
+        raise CliError(f"bad handler {spec!r}: use module:callable, e.g. myapp.handlers:setup")
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as exc:
+        raise CliError(f"cannot import {module_name!r} for --handler {spec}: {explain(exc)}") from None
+    target: Any = module
+    for part in attribute.split("."):
+        try:
+            target = getattr(target, part)
+        except AttributeError:
+            raise CliError(f"module {module_name!r} has no {attribute!r} (--handler {spec})") from None
+    if not callable(target):
+        raise CliError(f"--handler {spec} is not callable")
+    return target  # type: ignore[no-any-return]
+
+
+class PrintEvents(Middleware):
+    """Prints every event of the subscription: the catch-all handler behind ``consume --print``.
+
+    The consumer runtime dispatches by event type and acks, without running anything, the events of
+    types that have no handler; before acking it calls ``before_process(delivery, None)``. This
+    middleware prints those events there. An event that does not decode is dead-lettered, as the
+    runtime does with undecodable events.
+    """
+
+    def __init__(self, bus: Bus, as_json: bool) -> None:
+        self.bus = bus
+        self.as_json = as_json
+        self.out = console()
+        self._lock = threading.Lock()
+        self._failed: dict[int, ErrorInfo] = {}
+
+    def before_process(self, delivery: Delivery, event: Event[object] | None) -> None:
+        if event is not None:  # pragma: no cover - --print registers no handler
+            return
+        shown = event_dict(delivery.message, self.bus.codec)
+        shown["attempt"] = delivery.attempt
+        if shown.get("decode_error"):
+            self._failed[id(delivery)] = ErrorInfo("edbus.errors.DecodeError", shown["decode_error"], "",
+                                                   time.time(), delivery.attempt)
+        with self._lock:
+            if self.as_json:
+                self.out.file.write(dump_json(shown) + "\n")
+            else:
+                print_event(self.out, shown)
+            self.out.file.flush()
+
+    def decide(self, delivery: Delivery, error: BaseException | None, info: ErrorInfo | None) -> Outcome | None:
+        failed = self._failed.pop(id(delivery), None)
+        if failed is not None and error is None:
+            return DeadLetter(failed)
+        return None
+
+
+def _logging(level: str) -> None:
+    root = logging.getLogger()
+    if not root.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        root.addHandler(handler)
+    logging.getLogger("edbus").setLevel(level.upper())
+
+
+@click.command()
+@click.argument("topic")
+@click.argument("subscription")
+@click.option("--handler", "handler_spec", metavar="MODULE:CALLABLE",
+              help="Your setup function: called with the Consumer, it registers the handlers.")
+@click.option("--print", "print_events", is_flag=True,
+              help="Instead of --handler: print every event (decoded) and ack it.")
+@click.option("--json", "as_json", is_flag=True, help="With --print: one JSON object per event and line.")
+@click.option("--mode", type=click.Choice([m.value for m in Mode]), default=Mode.KEY_ORDERED.value,
+              show_default=True, help="How the subscription spreads events over its consumers (set when it "
+                                      "is created).")
+@click.option("--from", "start", default="earliest", show_default=True, metavar="earliest|latest",
+              help="Where a new subscription starts (an existing one keeps its cursor; see edbus replay). "
+                   "An ISO-8601 time or id:<event id> works too.")
+@click.option("--concurrency", type=click.IntRange(min=1), default=4, show_default=True,
+              help="Handlers running at once (events of one key always run one after another).")
+@click.option("--max-attempts", type=click.IntRange(min=1),
+              help="Attempts before an event goes to the dead-letter topic (default 5).")
+@click.option("--max-events", type=click.IntRange(min=1), help="Exit after processing this many events.")
+@click.option("--idle-exit", type=click.FloatRange(min=0), metavar="SECONDS",
+              help="Exit after this many seconds without events.")
+@click.option("--name", help="This consumer's name (default: host-pid-n).")
+@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info",
+              show_default=True, help="Level of the consumer's log lines on stderr.")
+@click.pass_context
+def consume(ctx: click.Context, topic: str, subscription: str, handler_spec: str | None, print_events: bool,
+            as_json: bool, mode: str, start: str, concurrency: int, max_attempts: int | None,
+            max_events: int | None, idle_exit: float | None, name: str | None, log_level: str) -> None:
+    """Consume TOPIC as SUBSCRIPTION until Ctrl-C or SIGTERM (then finish what is in flight and exit 0).
+
+    --handler names a setup function, called with the Consumer; it registers a handler per event type.
+    Events of types without a handler are acked unhandled:
+
+    \b
+      # myapp/handlers.py
+      from myapp.events import COURSE_CATALOG_CHANGED
+      def on_change(event):                  # event.data is the payload object
+          print(event.key, event.data)
+      def setup(consumer):
+          consumer.add(COURSE_CATALOG_CHANGED, on_change)
+
+    \b
+      edbus consume course-catalog search-indexer --handler myapp.handlers:setup
+      edbus consume course-catalog debug --print --from latest
+
+    A handler that raises is retried with backoff, then the event goes to the subscription's dead-letter
+    topic (see edbus dlq).
+    """
+    if (handler_spec is None) == (not print_events):
+        raise click.UsageError("give exactly one of --handler MODULE:CALLABLE or --print")
+    if as_json and not print_events:
+        raise click.UsageError("--json goes with --print")
+    setup = load_setup(handler_spec) if handler_spec else None
+    state = ctx.find_object(State) or State()
+    _logging(log_level)
+    bus = ctx.with_resource(Bus.from_url(state.url, create=False))
+    if print_events:
+        # the default middleware, behind the printer (whose decide() goes first)
+        bus = Bus(bus.backend, middleware=[PrintEvents(bus, as_json), Tracing(), Metrics(), Retries()])
+    consumer = bus.consumer(topic, subscription, mode=mode, start=start, concurrency=concurrency,
+                            max_attempts=max_attempts, name=name)
+    if setup is not None:
+        try:
+            setup(consumer)
+        except EdbusError:
+            raise
+        except Exception as exc:
+            if state.debug:
+                raise
+            last = traceback.extract_tb(exc.__traceback__)[-1]
+            raise CliError(f"--handler {handler_spec} failed: {explain(exc)} "
+                           f"({last.filename}:{last.lineno})") from None
+        if not consumer.handlers:
+            raise CliError(f"--handler {handler_spec} registered no handler "
+                           "(call consumer.add(EVENT_TYPE, function) in it)")
+    log = logging.getLogger("edbus.cli")
+    handled = ", ".join(sorted(consumer.handlers)) or "every event (--print)"
+    log.info("consuming %s as %s (%s, %s): %s", consumer.topic, subscription, consumer.mode.value,
+             consumer.name, handled)
+    processed = consumer.run(max_events=max_events, idle_timeout=idle_exit)
+    log.info("stopped after %d event(s)", processed)
