@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import logging
 import os
@@ -9,7 +10,7 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import click
@@ -88,13 +89,20 @@ class PrintEvents(Middleware):
         return None
 
 
-def _logging(level: str) -> None:
-    root = logging.getLogger()
-    if not root.handlers:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-        root.addHandler(handler)
-    logging.getLogger("edbus").setLevel(level.upper())
+@contextlib.contextmanager
+def _logging(level: str) -> Iterator[logging.Logger]:
+    """edbus's log lines on stderr while the consumer runs."""
+    logger = logging.getLogger("edbus")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    previous = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(level.upper())
+    try:
+        yield logging.getLogger("edbus.cli")
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(previous)
 
 
 @click.command()
@@ -151,7 +159,6 @@ def consume(ctx: click.Context, topic: str, subscription: str, handler_spec: str
         raise click.UsageError("--json goes with --print")
     setup = load_setup(handler_spec) if handler_spec else None
     state = ctx.find_object(State) or State()
-    _logging(log_level)
     bus = ctx.with_resource(Bus.from_url(state.url, create=False))
     if print_events:
         # the default middleware, behind the printer (whose decide() goes first)
@@ -172,9 +179,9 @@ def consume(ctx: click.Context, topic: str, subscription: str, handler_spec: str
         if not consumer.handlers:
             raise CliError(f"--handler {handler_spec} registered no handler "
                            "(call consumer.add(EVENT_TYPE, function) in it)")
-    log = logging.getLogger("edbus.cli")
     handled = ", ".join(sorted(consumer.handlers)) or "every event (--print)"
-    log.info("consuming %s as %s (%s, %s): %s", consumer.topic, subscription, consumer.mode.value,
-             consumer.name, handled)
-    processed = consumer.run(max_events=max_events, idle_timeout=idle_exit)
-    log.info("stopped after %d event(s)", processed)
+    with _logging(log_level) as log:
+        log.info("consuming %s as %s (%s, %s): %s", consumer.topic, subscription, consumer.mode.value,
+                 consumer.name, handled)
+        processed = consumer.run(max_events=max_events, idle_timeout=idle_exit)
+        log.info("stopped after %d event(s)", processed)
