@@ -82,7 +82,7 @@ class Record:
 
     @property
     def size(self) -> int:
-        return len(self.payload) + sum(len(k) + len(v) for k, v in self.headers.items())
+        return len(self.payload) + sum(map(len, self.headers)) + sum(map(len, self.headers.values()))
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

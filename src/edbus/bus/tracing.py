@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import contextvars
-import dataclasses
+import random
 import re
-import secrets
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -22,7 +21,8 @@ _VALID = re.compile(r"^00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$")
 
 
 def new_traceparent(trace_id: str | None = None) -> str:
-    return f"00-{trace_id or secrets.token_hex(16)}-{secrets.token_hex(8)}-01"
+    # ids need to be unique, not secret (W3C Trace Context): the fast PRNG is enough
+    return f"00-{trace_id or f'{random.getrandbits(128):032x}'}-{random.getrandbits(64):016x}-01"
 
 
 def current_traceparent() -> str | None:
@@ -42,7 +42,7 @@ class Tracing(Middleware):
                 out.append(r)
                 continue
             trace = new_traceparent(parent.split("-")[1] if parent else None)
-            out.append(dataclasses.replace(r, headers={**r.headers, "traceparent": trace}))
+            out.append(Record(r.id, r.type, r.key, {**r.headers, "traceparent": trace}, r.payload))
         return out
 
     def before_process(self, delivery: Delivery, event: Event[object] | None) -> None:

@@ -105,7 +105,7 @@ def _logging(level: str) -> Iterator[logging.Logger]:
         logger.setLevel(previous)
 
 
-@click.command()
+@click.command(short_help="Run a consumer of a subscription: your handlers, or --print.")
 @click.argument("topic")
 @click.argument("subscription")
 @click.option("--handler", "handler_spec", metavar="MODULE:CALLABLE",

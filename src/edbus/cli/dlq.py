@@ -19,7 +19,7 @@ __all__ = ["dlq"]
 _DLQ_PREFIX = "edbus_dlq_"
 
 
-@click.group()
+@click.group(short_help="List, show, redrive and purge dead letters.")
 def dlq() -> None:
     """Dead letters: events a subscription gave up on after its retries (or could not decode).
 

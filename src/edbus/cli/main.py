@@ -81,7 +81,7 @@ def _json_lines(stream: IO[str], source: str) -> Iterator[tuple[int, Any]]:
             raise CliError(f"{source} line {number}: bad JSON: {exc}") from None
 
 
-@cli.command()
+@cli.command(short_help="Publish events from JSON data; prints their ids.")
 @click.argument("topic")
 @click.argument("event_type", metavar="TYPE")
 @click.option("--data", "data_text", metavar="JSON", help="The event data: one JSON object.")
@@ -138,7 +138,7 @@ def publish(ctx: click.Context, topic: str, event_type: str, data_text: str | No
 
 
 # -- topics, subscriptions -----------------------------------------------------------------------------
-@cli.command()
+@cli.command(short_help="List topics: events, size, subscriptions.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @click.pass_context
 def topics(ctx: click.Context, as_json: bool) -> None:
@@ -183,7 +183,7 @@ def subscriptions(ctx: click.Context, topic: str | None, as_json: bool) -> None:
 
 
 # -- replay, retention ---------------------------------------------------------------------------------
-@cli.command()
+@cli.command(short_help="Move a subscription's cursor: replay (or skip) events.")
 @click.argument("topic")
 @click.argument("subscription")
 @click.option("--to", "start", type=StartType(), required=True,

@@ -14,7 +14,7 @@ from edbus.schema import DEFAULT_RULE, Rule, parse_rule
 __all__ = ["schema"]
 
 
-@click.group()
+@click.group(short_help="Event types, schema versions and compatibility rules.")
 def schema() -> None:
     """Event types and their Avro schema versions, and each topic's compatibility rule.
 

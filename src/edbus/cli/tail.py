@@ -12,7 +12,7 @@ from types import FrameType
 import click
 
 from edbus.backends.base import StartAt
-from edbus.cli.common import StartType, open_bus, resolve_topic, topic_exists
+from edbus.cli.common import StartType, describe_start, open_bus, resolve_topic, topic_exists
 from edbus.cli.output import console, dump_json, event_dict, print_event
 from edbus.errors import NotFoundError
 
@@ -77,6 +77,8 @@ def tail(ctx: click.Context, topic: str, start: StartAt, follow: bool, limit: in
     with interruptible():
         if follow:
             backend.wait(0)  # listen for wake-ups before the first read: none is lost in between
+            console(stderr=True).print(f"following {stored} from {describe_start(start)} (Ctrl-C stops)",
+                                       markup=False)
         while limit is None or shown < limit:
             size = _BATCH if limit is None else min(_BATCH, limit - shown)
             messages = backend.read(stored, start, size, after)

@@ -25,8 +25,27 @@ from edbus.errors import ValidationError
 
 __all__ = ["PayloadCodec", "compile_payload", "is_payload_class"]
 
-Convert = Callable[[Any, str], Any]
+Convert = Callable[[Any], Any]
 _NONE = type(None)
+
+
+class _Bad(Exception):
+    """A validation failure on its way up; each level adds its path segment (cheap: no strings are
+    built for valid payloads)."""
+
+    def __init__(self, message: str) -> None:
+        self.message = message
+        self.path: list[str] = []
+
+    def where(self) -> str:
+        text = ""
+        for seg in reversed(self.path):
+            text += seg if seg.startswith("[") or not text else "." + seg
+        return text or "payload"
+
+
+def _expect(expected: str, value: Any) -> _Bad:
+    return _Bad(f"expected {expected}, got {type(value).__name__} {value!r:.60}")
 
 
 def is_payload_class(cls: object) -> bool:
@@ -69,8 +88,17 @@ class PayloadCodec:
         self._busy: set[type] = set()
         schema, to_avro, from_avro = self._compile(cls)
         self.schema: dict[str, Any] = schema
-        self.to_avro: Convert = to_avro
+        self.to_avro: Convert = self._top(to_avro)
         self.from_avro: Callable[[Any], Any] = lambda data: from_avro(data)
+
+    def _top(self, convert: Convert) -> Convert:
+        def to_avro(value: Any) -> Any:
+            try:
+                return convert(value)
+            except _Bad as bad:
+                raise ValidationError(f"{bad.where()}: {bad.message}") from None
+
+        return to_avro
 
     # -- compilation ---------------------------------------------------------------------------
     def _compile(self, tp: Any) -> tuple[Any, Convert, Callable[[Any], Any]]:
@@ -82,8 +110,8 @@ class PayloadCodec:
                 raise ValidationError(f"unsupported union {tp!r}: only 'X | None' is supported")
             schema, inner, back = self._compile(rest[0])
 
-            def opt(value: Any, path: str) -> Any:
-                return None if value is None else inner(value, path)
+            def opt(value: Any) -> Any:
+                return None if value is None else inner(value)
 
             def opt_back(value: Any) -> Any:
                 return None if value is None else back(value)
@@ -97,10 +125,17 @@ class PayloadCodec:
             schema, inner, back = self._compile(args[0])
             make: Callable[[Any], Any] = tuple if origin is tuple else list
 
-            def seq(value: Any, path: str) -> Any:
-                if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
-                    raise ValidationError(f"{path}: expected a list, got {type(value).__name__}")
-                return [inner(v, f"{path}[{i}]") for i, v in enumerate(value)]
+            def seq(value: Any) -> Any:
+                if not isinstance(value, (list, tuple)):
+                    raise _expect("a list", value)
+                out = []
+                for i, v in enumerate(value):
+                    try:
+                        out.append(inner(v))
+                    except _Bad as bad:
+                        bad.path.append(f"[{i}]")
+                        raise
+                return out
 
             return {"type": "array", "items": schema}, seq, lambda v: make(back(x) for x in v)
         if origin in (dict, Mapping) or tp is dict:
@@ -108,14 +143,18 @@ class PayloadCodec:
                 raise ValidationError(f"unsupported mapping {tp!r}: keys must be str")
             schema, inner, back = self._compile(args[1])
 
-            def mapping(value: Any, path: str) -> Any:
+            def mapping(value: Any) -> Any:
                 if not isinstance(value, Mapping):
-                    raise ValidationError(f"{path}: expected a mapping, got {type(value).__name__}")
+                    raise _expect("a mapping", value)
                 out = {}
                 for k, v in value.items():
                     if not isinstance(k, str):
-                        raise ValidationError(f"{path}: key {k!r} is not a string")
-                    out[k] = inner(v, f"{path}[{k!r}]")
+                        raise _Bad(f"key {k!r} is not a string")
+                    try:
+                        out[k] = inner(v)
+                    except _Bad as bad:
+                        bad.path.append(f"[{k!r}]")
+                        raise
                 return out
 
             return {"type": "map", "values": schema}, mapping, lambda v: {k: back(x) for k, x in v.items()}
@@ -125,32 +164,13 @@ class PayloadCodec:
 
     def _compile_class(self, tp: type) -> tuple[Any, Convert, Callable[[Any], Any]]:
         ident: Callable[[Any], Any] = lambda v: v  # noqa: E731
-        if tp is bool:
-            return "boolean", _check(lambda v: isinstance(v, bool), "bool"), ident
-        if tp is int:
-            return "long", _check(lambda v: isinstance(v, int) and not isinstance(v, bool)
-                                  and -(2**63) <= v < 2**63, "int (64-bit)"), ident
-        if tp is float:
-            def to_float(value: Any, path: str) -> Any:
-                if isinstance(value, bool) or not isinstance(value, (int, float)):
-                    raise ValidationError(f"{path}: expected float, got {type(value).__name__}")
-                return float(value)
-            return "double", to_float, ident
-        if tp is str:
-            return "string", _check(lambda v: isinstance(v, str), "str"), ident
-        if tp is bytes:
-            return "bytes", _check(lambda v: isinstance(v, bytes), "bytes"), ident
-        if tp is dt.datetime:
-            return ({"type": "long", "logicalType": "timestamp-micros"},
-                    _check(lambda v: isinstance(v, dt.datetime), "datetime"), ident)
-        if tp is dt.date:
-            return ({"type": "int", "logicalType": "date"},
-                    _check(lambda v: isinstance(v, dt.date) and not isinstance(v, dt.datetime), "date"),
-                    ident)
+        if tp in _PRIMITIVES:
+            schema, check = _PRIMITIVES[tp]
+            return schema, check, ident
         if tp is uuid.UUID:
-            def to_uuid(value: Any, path: str) -> Any:
+            def to_uuid(value: Any) -> Any:
                 if not isinstance(value, uuid.UUID):
-                    raise ValidationError(f"{path}: expected UUID, got {type(value).__name__}")
+                    raise _expect("UUID", value)
                 return str(value)
             return {"type": "string", "logicalType": "uuid"}, to_uuid, \
                 lambda v: v if isinstance(v, uuid.UUID) else uuid.UUID(v)
@@ -168,9 +188,9 @@ class PayloadCodec:
     def _compile_enum(self, tp: type[enum.Enum]) -> tuple[Any, Convert, Callable[[Any], Any]]:
         members = list(tp)
 
-        def to_enum(value: Any, path: str) -> Any:
+        def to_enum(value: Any) -> Any:
             if not isinstance(value, tp):
-                raise ValidationError(f"{path}: expected {tp.__name__}, got {value!r}")
+                raise _expect(tp.__name__, value)
             return value.name
 
         def from_enum(value: Any) -> Any:
@@ -194,17 +214,23 @@ class PayloadCodec:
         cls_name = tp.__name__
         record_name = self._root_name or cls_name
         self._root_name = None
+        to_steps = [(name, conv) for name, conv, _ in steps]
+        missing = object()
 
-        def to_record(value: Any, path: str) -> Any:
+        def to_record(value: Any) -> Any:
             if not isinstance(value, tp):
-                raise ValidationError(f"{path or 'payload'}: expected {cls_name}, got {type(value).__name__}")
+                raise _expect(cls_name, value)
             out = {}
-            for name, conv, _ in steps:
-                try:
-                    v = getattr(value, name)
-                except AttributeError:
-                    raise ValidationError(f"{path}.{name}: missing field") from None
-                out[name] = conv(v, f"{path}.{name}" if path else name)
+            name = ""
+            try:
+                for name, conv in to_steps:
+                    v = getattr(value, name, missing)
+                    if v is missing:
+                        raise _Bad("missing field")
+                    out[name] = conv(v)
+            except _Bad as bad:
+                bad.path.append(name)
+                raise
             return out
 
         def from_record(data: Any) -> Any:
@@ -214,13 +240,53 @@ class PayloadCodec:
         return {"type": "record", "name": record_name, "fields": fields}, to_record, from_record
 
 
-def _check(ok: Callable[[Any], bool], expected: str) -> Convert:
-    def conv(value: Any, path: str) -> Any:
-        if not ok(value):
-            raise ValidationError(f"{path}: expected {expected}, got {type(value).__name__} {value!r:.60}")
-        return value
+def _checker(ok: Callable[[Any], bool], expected: str) -> Convert:
+    def conv(value: Any) -> Any:
+        if ok(value):
+            return value
+        raise _expect(expected, value)
 
     return conv
+
+
+def _to_float(value: Any) -> Any:
+    if type(value) is float:
+        return value
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise _expect("float", value)
+    return float(value)
+
+
+def _to_str(value: Any) -> Any:
+    if type(value) is str or isinstance(value, str):
+        return value
+    raise _expect("str", value)
+
+
+def _to_int(value: Any) -> Any:
+    if (type(value) is int or (isinstance(value, int) and not isinstance(value, bool))) \
+            and -(2**63) <= value < 2**63:
+        return value
+    raise _expect("int (64-bit)", value)
+
+
+def _to_bool(value: Any) -> Any:
+    if value is True or value is False:
+        return value
+    raise _expect("bool", value)
+
+
+_PRIMITIVES: dict[type, tuple[Any, Convert]] = {
+    bool: ("boolean", _to_bool),
+    int: ("long", _to_int),
+    float: ("double", _to_float),
+    str: ("string", _to_str),
+    bytes: ("bytes", _checker(lambda v: isinstance(v, bytes), "bytes")),
+    dt.datetime: ({"type": "long", "logicalType": "timestamp-micros"},
+                  _checker(lambda v: isinstance(v, dt.datetime), "datetime")),
+    dt.date: ({"type": "int", "logicalType": "date"},
+              _checker(lambda v: isinstance(v, dt.date) and not isinstance(v, dt.datetime), "date")),
+}
 
 
 def compile_payload(cls: type) -> PayloadCodec:

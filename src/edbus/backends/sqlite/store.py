@@ -40,6 +40,7 @@ __all__ = ["SqliteBackend"]
 
 _EVENT_COLUMNS = "ev.seq, ev.id, ev.type, ev.key, ev.headers, ev.payload, ev.published_at, ev.topic"
 _HISTORY_KEEP = 10  # attempts kept in a delivery's history (the first and the latest ones)
+_to_json = json.JSONEncoder(separators=(",", ":")).encode
 
 
 def _message(row: Sequence[Any]) -> Message:
@@ -70,8 +71,7 @@ class SqliteBackend(Backend):
     # -- producing ---------------------------------------------------------------------------
     def append(self, topic: str, records: Sequence[Record]) -> None:
         now = time.time()
-        rows = [(topic, r.id, r.type, r.key, json.dumps(r.headers, separators=(",", ":")), r.payload,
-                 r.size, now) for r in records]
+        rows = [(topic, r.id, r.type, r.key, _to_json(r.headers), r.payload, r.size, now) for r in records]
         with self.conn.transaction(durable=True) as db:
             db.execute("INSERT OR IGNORE INTO topics(name, created) VALUES (?, ?)", (topic, now))
             db.executemany("INSERT OR IGNORE INTO events(topic, id, type, key, headers, payload, size, "

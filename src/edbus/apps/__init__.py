@@ -1,0 +1,1 @@
+"""Example services built on edbus's public API (used by ``edbus demo``)."""

@@ -1,0 +1,122 @@
+"""The services' own SQLite databases (not the bus store): one file per service, a connection per thread.
+
+Every service keeps its catalog rows in the same shape, so Studio's source of truth and the replica can
+be compared row by row: ``(course_key, name, start_at, end_at, pacing, enrollment_start, enrollment_end,
+hidden, invitation_only, last_event_id)``, times as ISO-8601 UTC strings.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from edbus.apps.catalog.events import CourseCatalogData
+
+__all__ = ["COURSES_DDL", "SERVICE_RUNS_DDL", "UPSERT_COURSE", "CourseRow", "Database", "course_row", "iso",
+           "read_courses", "read_runs", "record_run"]
+
+CourseRow = tuple[Any, ...]
+
+COURSES_DDL = """
+CREATE TABLE IF NOT EXISTS courses(
+    course_key TEXT PRIMARY KEY, name TEXT, start_at TEXT, end_at TEXT, pacing TEXT,
+    enrollment_start TEXT, enrollment_end TEXT, hidden INTEGER, invitation_only INTEGER,
+    last_event_id TEXT NOT NULL);
+"""
+
+SERVICE_RUNS_DDL = """
+CREATE TABLE IF NOT EXISTS service_runs(
+    name TEXT NOT NULL, pid INTEGER NOT NULL, processed INTEGER NOT NULL, acked INTEGER NOT NULL,
+    retried INTEGER NOT NULL, dead_lettered INTEGER NOT NULL, duplicates INTEGER NOT NULL,
+    started REAL NOT NULL, stopped REAL NOT NULL);
+"""
+
+UPSERT_COURSE = """
+INSERT INTO courses(course_key, name, start_at, end_at, pacing, enrollment_start, enrollment_end, hidden,
+                    invitation_only, last_event_id)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT(course_key) DO UPDATE SET
+    name=excluded.name, start_at=excluded.start_at, end_at=excluded.end_at, pacing=excluded.pacing,
+    enrollment_start=excluded.enrollment_start, enrollment_end=excluded.enrollment_end,
+    hidden=excluded.hidden, invitation_only=excluded.invitation_only, last_event_id=excluded.last_event_id
+"""
+
+
+def iso(when: dt.datetime | None) -> str | None:
+    return None if when is None else when.astimezone(dt.UTC).isoformat()
+
+
+def course_row(info: CourseCatalogData, event_id: str) -> CourseRow:
+    """The catalog row a ``CourseCatalogData`` stands for, last set by ``event_id``."""
+    s = info.schedule_data
+    return (info.course_key, info.name, iso(s.start), iso(s.end), s.pacing.value, iso(s.enrollment_start),
+            iso(s.enrollment_end), int(info.hidden), int(info.invitation_only), event_id)
+
+
+class Database:
+    """One SQLite file in WAL mode; ``synchronous=FULL`` so a commit survives a crash before the bus ack."""
+
+    def __init__(self, path: Path, ddl: str) -> None:
+        self.path = path
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._all: list[sqlite3.Connection] = []
+        self.conn().executescript(ddl)
+
+    def conn(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.path, isolation_level=None, timeout=30.0, check_same_thread=False)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")
+            self._local.conn = conn
+            with self._lock:
+                self._all.append(conn)
+        return conn
+
+    @contextlib.contextmanager
+    def write(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction: committed when the block ends, rolled back if it raises."""
+        conn = self.conn()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        return self.conn().execute(sql, params).fetchall()
+
+    def close(self) -> None:
+        with self._lock:
+            for conn in self._all:
+                conn.close()
+            self._all.clear()
+        self._local = threading.local()
+
+
+def read_courses(db: Database) -> dict[str, CourseRow]:
+    return {row[0]: tuple(row) for row in db.query("SELECT course_key, name, start_at, end_at, pacing, "
+                                                    "enrollment_start, enrollment_end, hidden, invitation_only, "
+                                                    "last_event_id FROM courses")}
+
+
+def record_run(db: Database, name: str, pid: int, stats: dict[str, Any], duplicates: int, started: float,
+               stopped: float) -> None:
+    """What one service process did, from its bus metrics; written when it stops."""
+    with db.write() as conn:
+        conn.execute("INSERT INTO service_runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                     (name, pid, stats.get("acked", 0) + stats.get("dead_lettered", 0), stats.get("acked", 0),
+                      stats.get("retried", 0), stats.get("dead_lettered", 0), duplicates, started, stopped))
+
+
+def read_runs(db: Database) -> list[dict[str, Any]]:
+    cols = ("name", "pid", "processed", "acked", "retried", "dead_lettered", "duplicates", "started", "stopped")
+    return [dict(zip(cols, row, strict=True)) for row in db.query(f"SELECT {', '.join(cols)} FROM service_runs")]

@@ -1,0 +1,157 @@
+"""What the demo found: counts, replica == source, per-course order, dead letters and latency.
+
+Everything is read back from where it was recorded: Studio's change log and catalog, the replica's and
+the audit's own databases (including the runs each process recorded when it stopped) and the bus store.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+from typing import Any
+
+from edbus import Bus
+from edbus.apps.catalog.audit import AuditLog
+from edbus.apps.catalog.db import CourseRow, Database, read_courses, read_runs
+from edbus.apps.catalog.replica import CatalogReplica
+from edbus.apps.catalog.service import AUDIT_SUBSCRIPTION, REPLICA_SUBSCRIPTION, DemoConfig
+from edbus.apps.catalog.studio import STUDIO_DDL
+from edbus.backends import dlq_topic
+from edbus.bus.metrics import percentile
+
+__all__ = ["DeadLetter", "DemoReport", "SubscriptionReport", "build_report", "compare_catalogs"]
+
+_FIELDS = ("course_key", "name", "start", "end", "pacing", "enrollment_start", "enrollment_end", "hidden",
+           "invitation_only", "last_event_id")
+
+
+@dataclasses.dataclass(frozen=True)
+class SubscriptionReport:
+    name: str
+    mode: str
+    processes: int
+    recorded: int  # events with an effect in the service's database
+    deliveries: int  # events its processes finished: acked or dead-lettered
+    retries: int
+    duplicates: int  # deliveries of events already applied, ignored
+    dead_lettered: int
+    backlog: int
+
+
+@dataclasses.dataclass(frozen=True)
+class DeadLetter:
+    event_id: str
+    course_key: str
+    error: str
+    attempts: int
+
+
+@dataclasses.dataclass
+class DemoReport:
+    planned: int
+    published: int
+    by_type: dict[str, int]
+    poison_ids: set[str]
+    replica: SubscriptionReport
+    audit: SubscriptionReport
+    source_courses: int
+    replica_courses: int
+    mismatches: list[str]
+    applied_exactly_once: bool
+    order_preserved: bool
+    dead_letters: list[DeadLetter]
+    latency_p50: float
+    latency_p99: float
+    latency_max: float
+    duration: float = 0.0
+    exit_codes: dict[str, int | None] = dataclasses.field(default_factory=dict)
+    left_running: int = 0
+
+    @property
+    def replica_equal(self) -> bool:
+        """Every course row identical (fields and the event that last set it), and every valid change
+        applied exactly once."""
+        return not self.mismatches and self.applied_exactly_once
+
+    @property
+    def dead_letters_ok(self) -> bool:
+        ids = [d.event_id for d in self.dead_letters]
+        return len(ids) == len(set(ids)) and set(ids) == self.poison_ids
+
+    @property
+    def audit_complete(self) -> bool:
+        return self.audit.recorded == self.published
+
+    @property
+    def clean_shutdown(self) -> bool:
+        return self.left_running == 0 and all(code == 0 for code in self.exit_codes.values())
+
+    @property
+    def ok(self) -> bool:
+        return (self.published == self.planned and self.replica_equal and self.dead_letters_ok
+                and self.audit_complete and self.order_preserved and self.clean_shutdown)
+
+
+def compare_catalogs(source: dict[str, CourseRow], replica: dict[str, CourseRow]) -> list[str]:
+    """Differences between two catalogs, one line each: missing, unexpected or differing courses."""
+    out = [f"{key}: missing from the replica" for key in sorted(source.keys() - replica.keys())]
+    out += [f"{key}: in the replica, not in the source" for key in sorted(replica.keys() - source.keys())]
+    for key in sorted(source.keys() & replica.keys()):
+        diff = [f"{name} {a!r} != {b!r}" for name, a, b in zip(_FIELDS, source[key], replica[key], strict=True)
+                if a != b]
+        if diff:
+            out.append(f"{key}: " + "; ".join(diff))
+    return out
+
+
+def _subscription(bus: Bus, config: DemoConfig, name: str, db: Database, recorded: int,
+                  mode: str) -> SubscriptionReport:
+    runs = read_runs(db)
+    stats = {s.subscription: s for s in bus.backend.subscriptions(bus.topic(config.topic))}.get(name)
+    return SubscriptionReport(
+        name=name, mode=mode, processes=len(runs), recorded=recorded,
+        deliveries=sum(r["processed"] for r in runs), retries=sum(r["retried"] for r in runs),
+        duplicates=sum(r["duplicates"] for r in runs),
+        dead_lettered=stats.dead_lettered if stats else 0, backlog=stats.backlog if stats else -1)
+
+
+def _dead_letters(bus: Bus, config: DemoConfig) -> list[DeadLetter]:
+    out = []
+    for message, _, _ in bus.read(dlq_topic(config.topic, REPLICA_SUBSCRIPTION)):
+        headers: Any = message.record.headers
+        error = f"{headers.get('edbus_dlq_error_type', '?')}: {headers.get('edbus_dlq_error_message', '')}"
+        out.append(DeadLetter(message.record.id, message.record.key or "", error,
+                              int(headers.get("edbus_dlq_attempts", "0"))))
+    return out
+
+
+def build_report(config: DemoConfig, bus: Bus, planned: int) -> DemoReport:
+    studio = Database(config.studio_db, STUDIO_DDL)
+    replica = CatalogReplica(config.replica_db)
+    audit = AuditLog(config.audit_db)
+    try:
+        changes = studio.query("SELECT event_id, type, course_key, poison FROM changes ORDER BY seq")
+        by_type = dict(collections.Counter(row[1].split(".")[-2] for row in changes))
+        poison_ids = {row[0] for row in changes if row[3]}
+        source_order: dict[str, list[str]] = {}
+        for event_id, _, key, _ in changes:
+            source_order.setdefault(key, []).append(event_id)
+        source, copy = read_courses(studio), replica.courses()
+        applied = replica.applied_ids()
+        latencies = replica.latencies()
+        topic = {t.topic: t for t in bus.backend.topics()}.get(bus.topic(config.topic))
+        return DemoReport(
+            planned=planned, published=topic.events if topic else 0, by_type=by_type, poison_ids=poison_ids,
+            replica=_subscription(bus, config, REPLICA_SUBSCRIPTION, replica.db, len(applied), "key_ordered"),
+            audit=_subscription(bus, config, AUDIT_SUBSCRIPTION, audit.db, audit.count(), "exclusive"),
+            source_courses=len(source), replica_courses=len(copy), mismatches=compare_catalogs(source, copy),
+            applied_exactly_once=applied == {row[0] for row in changes if not row[3]},
+            order_preserved=audit.sequences() == source_order,
+            dead_letters=_dead_letters(bus, config),
+            latency_p50=percentile(latencies, 50), latency_p99=percentile(latencies, 99),
+            latency_max=max(latencies, default=0.0))
+    finally:
+        studio.close()
+        replica.close()
+        audit.close()
+

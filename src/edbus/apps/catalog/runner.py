@@ -1,0 +1,181 @@
+"""Runs the demo: starts the processes, follows their progress through the bus, stops them, reports.
+
+Order of events: the replica processes and the audit process start and report ready; then Studio starts
+publishing. Once Studio has exited and both subscriptions have no backlog (every event acked or
+dead-lettered), the consumers get SIGTERM and finish what they hold. Any process failing, or the deadline
+passing, stops the run: every child still alive is killed, and none is left running in any case.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from typing import IO
+
+from edbus import Bus
+from edbus.apps.catalog.audit import AuditLog
+from edbus.apps.catalog.planner import plan_events
+from edbus.apps.catalog.replica import CatalogReplica
+from edbus.apps.catalog.report import DemoReport, build_report
+from edbus.apps.catalog.service import AUDIT_SUBSCRIPTION, REPLICA_SUBSCRIPTION, DemoConfig
+from edbus.errors import ConfigError
+
+__all__ = ["Child", "DemoFailed", "Progress", "Supervisor", "run_demo"]
+
+
+class DemoFailed(Exception):
+    """The run could not finish: a process failed or the deadline passed (every child was killed)."""
+
+
+@dataclasses.dataclass
+class Child:
+    name: str
+    role: str
+    process: subprocess.Popen[bytes]
+    log_path: str
+    log: IO[bytes]
+
+
+class Supervisor:
+    """The demo's child processes: each in its own session, its output in ``<workdir>/<name>.log``."""
+
+    def __init__(self, config: DemoConfig) -> None:
+        self.config = config
+        self.children: dict[str, Child] = {}
+
+    def spawn(self, role: str, name: str) -> Child:
+        log_path = str(self.config.path(f"{name}.log"))
+        log = open(log_path, "ab")  # noqa: SIM115 - closed in close()
+        process = subprocess.Popen(
+            [sys.executable, "-m", "edbus.apps.catalog.worker", role, name, self.config.to_json()],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        child = self.children[name] = Child(name, role, process, log_path, log)
+        return child
+
+    def ready(self, names: list[str]) -> bool:
+        return all(self.config.path(f"{name}.ready").exists() for name in names)
+
+    def failed(self, expected_done: set[str]) -> list[Child]:
+        """Children that exited unasked: with an error, or (consumers) at all."""
+        out = []
+        for child in self.children.values():
+            code = child.process.poll()
+            if code is not None and (code != 0 or child.name not in expected_done):
+                out.append(child)
+        return out
+
+    def stop(self, names: list[str], timeout: float) -> None:
+        """SIGTERM, then wait up to ``timeout`` seconds for a graceful exit; kill whoever is left."""
+        for name in names:
+            if self.children[name].process.poll() is None:
+                self.children[name].process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        for name in names:
+            try:
+                self.children[name].process.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                self.children[name].process.kill()
+                self.children[name].process.wait()
+
+    def kill_all(self) -> None:
+        for child in self.children.values():
+            if child.process.poll() is None:
+                child.process.kill()
+            child.process.wait()
+            child.log.close()
+
+    def alive(self) -> int:
+        return sum(child.process.poll() is None for child in self.children.values())
+
+    def exit_codes(self) -> dict[str, int | None]:
+        return {name: child.process.poll() for name, child in self.children.items()}
+
+    def log_tail(self, child: Child, lines: int = 15) -> str:
+        child.log.flush()
+        with open(child.log_path, encoding="utf-8", errors="replace") as f:
+            return "".join(f.readlines()[-lines:])
+
+
+@dataclasses.dataclass(frozen=True)
+class Progress:
+    phase: str
+    elapsed: float
+    planned: int
+    published: int
+    replica_done: int  # acked or dead-lettered by the replica subscription
+    replica_dead: int
+    audit_done: int
+    pids: dict[str, int]
+
+
+def _poll(bus: Bus, config: DemoConfig, phase: str, started: float, planned: int,
+          supervisor: Supervisor) -> tuple[Progress, bool]:
+    """The progress, as the bus sees it, and whether both subscriptions are caught up."""
+    topic = bus.topic(config.topic)
+    published = sum(t.events for t in bus.backend.topics() if t.topic == topic)
+    subs = {s.subscription: s for s in bus.backend.subscriptions(topic)}
+    replica, audit = subs.get(REPLICA_SUBSCRIPTION), subs.get(AUDIT_SUBSCRIPTION)
+    progress = Progress(
+        phase, time.monotonic() - started, planned, published,
+        published - replica.backlog if replica else 0, replica.dead_lettered if replica else 0,
+        published - audit.backlog if audit else 0,
+        {name: child.process.pid for name, child in supervisor.children.items()})
+    caught_up = replica is not None and audit is not None and replica.backlog == 0 and audit.backlog == 0
+    return progress, caught_up
+
+
+def run_demo(config: DemoConfig, on_progress: Callable[[Progress], None] = lambda p: None,
+             timeout: float = 55.0, interval: float = 0.1) -> DemoReport:
+    """Run the whole demo; returns the report, or raises ``DemoFailed`` (no child left running)."""
+    started = time.monotonic()
+    deadline = started + timeout
+    planned = len(plan_events(config.courses, config.changes, config.poison, config.seed))
+    os.makedirs(config.workdir, exist_ok=True)
+    bus = config.open_bus("openedx/demo/supervisor")
+    supervisor = Supervisor(config)
+    try:
+        existing = [t for t in bus.backend.topics() if t.topic == bus.topic(config.topic) and t.events]
+        if existing:
+            raise ConfigError(f"topic {config.topic!r} in {config.url} already has {existing[0].events} events: "
+                              "use a fresh store or another --topic")
+        CatalogReplica(config.replica_db).close()  # create the schemas before the processes share them
+        AuditLog(config.audit_db).close()
+        consumers = [f"replica-{i}" for i in range(1, config.replicas + 1)] + ["audit"]
+        for name in consumers:
+            supervisor.spawn(name.split("-")[0], name)
+
+        def step(phase: str, done: set[str]) -> bool:
+            if time.monotonic() > deadline:
+                raise DemoFailed(f"not finished after {timeout:.0f}s (phase: {phase})")
+            for child in supervisor.failed(done):
+                raise DemoFailed(f"{child.name} (pid {child.process.pid}) exited with status "
+                                 f"{child.process.returncode}; its log ends with:\n{supervisor.log_tail(child)}")
+            progress, caught_up = _poll(bus, config, phase, started, planned, supervisor)
+            on_progress(progress)
+            time.sleep(interval)
+            return caught_up
+
+        while not supervisor.ready(consumers):
+            step("starting consumers", set())
+        studio = supervisor.spawn("studio", "studio")
+        while True:
+            studio_done = studio.process.poll() is not None  # before the poll: then every event is counted
+            if step("catching up" if studio_done else "publishing", {"studio"}) and studio_done:
+                break
+        supervisor.stop(consumers, timeout=max(1.0, min(15.0, deadline - time.monotonic())))
+        progress, _ = _poll(bus, config, "done", started, planned, supervisor)
+        on_progress(progress)
+        codes = supervisor.exit_codes()
+        report = build_report(config, bus, planned)
+        report.exit_codes = codes
+        report.left_running = supervisor.alive()
+        report.duration = time.monotonic() - started
+        return report
+    finally:
+        supervisor.kill_all()
+        bus.close()

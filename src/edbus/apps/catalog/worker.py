@@ -1,0 +1,40 @@
+"""Entry point of the demo's processes: ``python -m edbus.apps.catalog.worker ROLE NAME CONFIG_JSON``.
+
+ROLE is ``studio``, ``replica`` or ``audit``. Each process builds its own Bus. The exit status is 0 when
+the process finished its work (Studio) or was stopped gracefully (consumers).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable, Sequence
+
+from edbus.apps.catalog.audit import run_audit
+from edbus.apps.catalog.replica import run_replica
+from edbus.apps.catalog.service import DemoConfig, ServiceProcess
+from edbus.apps.catalog.studio import run_studio
+
+__all__ = ["ROLES", "main"]
+
+ROLES: dict[str, Callable[[ServiceProcess], int]] = {"studio": run_studio, "replica": run_replica,
+                                                     "audit": run_audit}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if len(args) != 3 or args[0] not in ROLES:
+        print(f"usage: python -m edbus.apps.catalog.worker {{{','.join(ROLES)}}} NAME CONFIG_JSON", file=sys.stderr)
+        return 2
+    role, name, config_json = args
+    service = ServiceProcess(name, DemoConfig.from_json(config_json))
+    try:
+        ROLES[role](service)
+    except Exception:
+        logging.getLogger("edbus.demo").exception("%s failed", name)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
