@@ -16,7 +16,7 @@ import textwrap
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import attrs
 import pytest
@@ -458,9 +458,10 @@ def edbus(url: str, *args: str) -> subprocess.Popen[bytes]:
 class Lines:
     """Read a child's stdout line by line, failing (not hanging) if a line does not come."""
 
-    def __init__(self, proc: subprocess.Popen[bytes], timeout: float = 15.0) -> None:
-        assert proc.stdout is not None
-        self.proc, self.stream, self.timeout, self.buffer = proc, proc.stdout, timeout, b""
+    def __init__(self, proc: subprocess.Popen[bytes], stream: IO[bytes] | None = None, timeout: float = 15.0) -> None:
+        stream = stream or proc.stdout
+        assert stream is not None
+        self.proc, self.stream, self.timeout, self.buffer = proc, stream, timeout, b""
         self.selector = selectors.DefaultSelector()
         self.selector.register(self.stream, selectors.EVENT_READ)
 
@@ -497,6 +498,17 @@ def test_tail_follow_prints_new_events_and_exits_0_on_sigterm(bus: Bus, url: str
     assert json.loads(lines.next())["id"] == first[0]
     later = publish(bus, 2, start=1)  # published while it follows
     assert [json.loads(lines.next())["id"] for _ in later] == later
+    code, err = stop(proc)
+    assert code == 0 and "Traceback" not in err
+
+
+def test_tail_follow_from_latest_prints_only_events_published_after_it_started(bus: Bus, url: str) -> None:
+    publish(bus, 2)
+    proc = edbus(url, "tail", "t", "-f", "--from", "latest", "--json")
+    assert proc.stderr is not None
+    assert Lines(proc, proc.stderr).next().startswith("following t from now on")
+    later = publish(bus, 1, start=2)
+    assert json.loads(Lines(proc).next())["id"] == later[0]
     code, err = stop(proc)
     assert code == 0 and "Traceback" not in err
 

@@ -67,7 +67,9 @@ def tail(ctx: click.Context, topic: str, start: StartAt, follow: bool, limit: in
     stored = resolve_topic(bus, topic)
     if not follow and not topic_exists(backend, stored):
         raise NotFoundError(f"no topic {stored!r} (edbus topics lists them)")
+    origin = describe_start(start)
     if start.where == "latest" and follow:
+        origin = "now on"
         # "latest" names no position that stays put; "from now on" does, and catches the events that
         # arrive while we wait.
         start = StartAt("time", time=time.time())
@@ -77,7 +79,7 @@ def tail(ctx: click.Context, topic: str, start: StartAt, follow: bool, limit: in
     with interruptible():
         if follow:
             backend.wait(0)  # listen for wake-ups before the first read: none is lost in between
-            console(stderr=True).print(f"following {stored} from {describe_start(start)} (Ctrl-C stops)",
+            console(stderr=True).print(f"following {stored} from {origin} (Ctrl-C stops)",
                                        markup=False)
         while limit is None or shown < limit:
             size = _BATCH if limit is None else min(_BATCH, limit - shown)
