@@ -42,6 +42,7 @@ class SubscriptionReport:
 class DeadLetter:
     event_id: str
     course_key: str
+    error_type: str  # the exception's class name
     error: str
     attempts: int
 
@@ -119,9 +120,9 @@ def _dead_letters(bus: Bus, config: DemoConfig) -> list[DeadLetter]:
     out = []
     for message, _, _ in bus.read(dlq_topic(config.topic, REPLICA_SUBSCRIPTION)):
         headers: Any = message.record.headers
-        error = f"{headers.get('edbus_dlq_error_type', '?')}: {headers.get('edbus_dlq_error_message', '')}"
-        out.append(DeadLetter(message.record.id, message.record.key or "", error,
-                              int(headers.get("edbus_dlq_attempts", "0"))))
+        out.append(DeadLetter(message.record.id, message.record.key or "",
+                              headers.get("edbus_dlq_error_type", "?").rsplit(".", 1)[-1],
+                              headers.get("edbus_dlq_error_message", ""), int(headers.get("edbus_dlq_attempts", "0"))))
     return out
 
 

@@ -176,6 +176,9 @@ def run_demo(config: DemoConfig, on_progress: Callable[[Progress], None] = lambd
         report.left_running = supervisor.alive()
         report.duration = time.monotonic() - started
         return report
+    except KeyboardInterrupt:
+        supervisor.stop(list(supervisor.children), timeout=5.0)
+        raise
     finally:
         supervisor.kill_all()
         bus.close()
