@@ -6,7 +6,7 @@ import datetime as dt
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
-from edbus.backends import Backend, Message, Mode, StartAt, open_backend
+from edbus.backends import Backend, Message, Mode, Record, StartAt, open_backend
 from edbus.bus.metrics import Metrics
 from edbus.bus.middleware import Middleware, MiddlewareChain
 from edbus.bus.retries import Backoff, Retries
@@ -18,7 +18,7 @@ from edbus.events.types import Envelope, EventType
 if TYPE_CHECKING:
     from edbus.bus.consumer import Consumer
 
-__all__ = ["Bus"]
+__all__ = ["Bus", "check_topic"]
 
 _TOPIC_OK = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
 
@@ -81,7 +81,15 @@ class Bus:
             self._append(topic, records)
         return [r.id for r in records]
 
-    def _append(self, topic: str, records: Sequence[Any]) -> None:
+    def publish_encoded(self, topic: str, records: Sequence[Record]) -> list[str]:
+        """Store records made by ``bus.codec`` (``encode`` or ``encode_data``, for tools that have JSON
+        rather than payload objects) in one transaction, through the publish middleware."""
+        topic = self.topic(topic)
+        if records:
+            self._append(topic, records)
+        return [r.id for r in records]
+
+    def _append(self, topic: str, records: Sequence[Record]) -> None:
         records = self.middleware.before_publish(topic, records)
         try:
             self.backend.append(topic, records)

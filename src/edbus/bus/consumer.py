@@ -56,6 +56,7 @@ class Consumer:
         self.concurrency, self.lease, self.batch = concurrency, lease, batch
         self.name = name or f"{socket.gethostname()}-{os.getpid()}-{id(self) & 0xFFFF:04x}"
         self.handlers: dict[str, tuple[EventType[Any], Callable[[Event[Any]], Any]]] = {}
+        self.fallback: Callable[[Event[Any]], Any] | None = None
         self.processed = 0
         self._stop = threading.Event()
         self._done: queue.SimpleQueue[tuple[Delivery, Outcome | None]] = queue.SimpleQueue()
@@ -74,6 +75,11 @@ class Consumer:
             raise ConfigError(f"a handler for {event_type.name} is already registered")
         self.handlers[event_type.name] = (event_type, fn)
 
+    def add_fallback(self, fn: Callable[[Event[Any]], Any]) -> None:
+        """Handle every event whose type has no handler; ``event.data`` is the Avro data as plain
+        dicts (decoded with the writer's schema). Without a fallback such events are acked unhandled."""
+        self.fallback = fn
+
     def add_handler(self, handler: EventHandler) -> None:
         """Register a class-based handler."""
         self.add(handler.event_type, handler.handle)
@@ -90,7 +96,12 @@ class Consumer:
         event: Event[Any] | None = None
         try:
             entry = self.handlers.get(record.type)
-            if entry is None:
+            if entry is None and self.fallback is not None:
+                envelope, data = self.bus.codec.decode_dict(delivery.message)
+                event = Event(envelope, data, record.key, delivery.attempt, delivery.message.topic)
+                self.middleware.before_process(delivery, event)
+                self.fallback(event)
+            elif entry is None:
                 # not ours: ack, unless nobody knows this type (then it is bad input)
                 version = int(record.headers.get("ce_schemaversion", "0") or 0)
                 try:

@@ -8,25 +8,20 @@ import logging
 import os
 import sys
 import threading
-import time
 import traceback
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import click
 
-from edbus.backends.base import Delivery, ErrorInfo, Mode
+from edbus.backends.base import Mode
 from edbus.bus.bus import Bus
-from edbus.bus.metrics import Metrics
-from edbus.bus.middleware import DeadLetter, Middleware, Outcome
-from edbus.bus.retries import Retries
-from edbus.bus.tracing import Tracing
 from edbus.cli.common import CliError, State, explain
-from edbus.cli.output import console, dump_json, event_dict, print_event
+from edbus.cli.output import console, dump_json, jsonable, print_event
 from edbus.errors import EdbusError
 from edbus.events.types import Event
 
-__all__ = ["PrintEvents", "consume", "load_setup"]
+__all__ = ["EventPrinter", "consume", "load_setup"]
 
 
 def load_setup(spec: str) -> Callable[..., Any]:
@@ -51,42 +46,28 @@ def load_setup(spec: str) -> Callable[..., Any]:
     return target  # type: ignore[no-any-return]
 
 
-class PrintEvents(Middleware):
-    """Prints every event of the subscription: the catch-all handler behind ``consume --print``.
+class EventPrinter:
+    """The fallback handler behind ``consume --print``: prints every event, decoded with its writer's
+    schema. An event that does not decode never reaches it: the runtime dead-letters it."""
 
-    The consumer runtime dispatches by event type and acks, without running anything, the events of
-    types that have no handler; before acking it calls ``before_process(delivery, None)``. This
-    middleware prints those events there. An event that does not decode is dead-lettered, as the
-    runtime does with undecodable events.
-    """
-
-    def __init__(self, bus: Bus, as_json: bool) -> None:
-        self.bus = bus
+    def __init__(self, as_json: bool) -> None:
         self.as_json = as_json
         self.out = console()
         self._lock = threading.Lock()
-        self._failed: dict[int, ErrorInfo] = {}
 
-    def before_process(self, delivery: Delivery, event: Event[object] | None) -> None:
-        if event is not None:  # pragma: no cover - --print registers no handler
-            return
-        shown = event_dict(delivery.message, self.bus.codec)
-        shown["attempt"] = delivery.attempt
-        if shown.get("decode_error"):
-            self._failed[id(delivery)] = ErrorInfo("edbus.errors.DecodeError", shown["decode_error"], "",
-                                                   time.time(), delivery.attempt)
+    def __call__(self, event: Event[Any]) -> None:
+        env = event.envelope
+        shown = {"id": env.id, "type": env.type, "key": event.key, "topic": event.topic,
+                 "time": env.time.isoformat(), "source": env.source, "schemaversion": env.schemaversion,
+                 "attempt": event.attempt, "data": jsonable(event.data)}
+        if env.traceparent:
+            shown["traceparent"] = env.traceparent
         with self._lock:
             if self.as_json:
                 self.out.file.write(dump_json(shown) + "\n")
             else:
                 print_event(self.out, shown)
             self.out.file.flush()
-
-    def decide(self, delivery: Delivery, error: BaseException | None, info: ErrorInfo | None) -> Outcome | None:
-        failed = self._failed.pop(id(delivery), None)
-        if failed is not None and error is None:
-            return DeadLetter(failed)
-        return None
 
 
 @contextlib.contextmanager
@@ -160,11 +141,10 @@ def consume(ctx: click.Context, topic: str, subscription: str, handler_spec: str
     setup = load_setup(handler_spec) if handler_spec else None
     state = ctx.find_object(State) or State()
     bus = ctx.with_resource(Bus.from_url(state.url, create=False))
-    if print_events:
-        # the default middleware, behind the printer (whose decide() goes first)
-        bus = Bus(bus.backend, middleware=[PrintEvents(bus, as_json), Tracing(), Metrics(), Retries()])
     consumer = bus.consumer(topic, subscription, mode=mode, start=start, concurrency=concurrency,
                             max_attempts=max_attempts, name=name)
+    if print_events:
+        consumer.add_fallback(EventPrinter(as_json))
     if setup is not None:
         try:
             setup(consumer)

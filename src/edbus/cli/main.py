@@ -130,11 +130,8 @@ def publish(ctx: click.Context, topic: str, event_type: str, data_text: str | No
             records.append(bus.codec.encode_data(stored, event_type, data, key=key, id=event_id))
         except ValidationError as exc:
             raise CliError(f"{where}{exc}") from None
-    # No public Bus method publishes already-encoded records; _append runs the publish middleware
-    # (tracing, metrics) around backend.append, exactly as publish() and publish_many() do.
-    bus._append(stored, records)
-    for record in records:
-        click.echo(record.id)
+    for event_id in bus.publish_encoded(topic, records):
+        click.echo(event_id)
 
 
 # -- topics, subscriptions -----------------------------------------------------------------------------

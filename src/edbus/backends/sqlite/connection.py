@@ -84,7 +84,8 @@ class StoreConnection:
         if not path.exists():
             if not create:
                 raise StoreUnavailableError(
-                    f"no edbus store at {path} (publish to it first, or set EDBUS_URL)")
+                    f"no edbus store at {path} (a producer creates it when it first publishes; "
+                    "or point EDBUS_URL / --url at the right one)")
             try:
                 path.parent.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
