@@ -189,3 +189,18 @@ def test_sigterm_finishes_and_acks_in_flight_events_then_exits_zero(tmp_path: Pa
     [stats] = bus.backend.subscriptions("seq")
     assert stats.in_flight == 0  # everything it took was finished and acked
     assert stats.backlog == 200 - handled  # and nothing it handled is left unacked
+
+
+def test_full_disk_refuses_the_publish_and_keeps_every_acknowledged_event(tmp_path: Path) -> None:
+    bus = Bus.from_url(f"sqlite:///{tmp_path}/full.db")
+    bus.publish("t", SEQ, Seq("a", 0))
+    pages = bus.backend.conn.db.execute("PRAGMA page_count").fetchone()[0]  # type: ignore[attr-defined]
+    bus.backend.conn.db.execute(f"PRAGMA max_page_count={pages + 8}")  # type: ignore[attr-defined]
+    acked = []
+    with pytest.raises(StoreUnavailableError, match="is full"):
+        for n in range(1, 10_000):
+            acked.append(bus.publish("t", SEQ, Seq("a", n, "x" * 500)))
+    stored = {m.record.id for m, _, _ in bus.read("t")}
+    assert set(acked) <= stored and len(stored) == len(acked) + 1  # the refused one was not stored
+    db = bus.backend.conn.db  # type: ignore[attr-defined]
+    assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"

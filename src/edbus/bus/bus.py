@@ -18,8 +18,9 @@ from edbus.events.types import Envelope, EventType
 if TYPE_CHECKING:
     from edbus.bus.consumer import Consumer
 
-__all__ = ["Bus", "check_topic"]
+__all__ = ["DEFAULT_RETENTION", "Bus", "check_topic"]
 
+DEFAULT_RETENTION = 7 * 24 * 3600.0
 _TOPIC_OK = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
 
 
@@ -38,8 +39,13 @@ class Bus:
     """
 
     def __init__(self, backend: Backend, *, source: str = "edbus", middleware: Sequence[Middleware] | None = None,
-                 max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES, topic_prefix: str = "") -> None:
+                 max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES, topic_prefix: str = "",
+                 retention: float | None = DEFAULT_RETENTION) -> None:
+        """``retention``: seconds an acked event is kept (None: forever); consumers enforce it."""
+        if retention is not None and retention < 0:
+            raise ConfigError("retention must be >= 0 seconds, or None to keep events forever")
         self.backend = backend
+        self.retention = retention
         self.metrics = Metrics()
         if middleware is None:
             middleware = [Tracing(), self.metrics, Retries()]

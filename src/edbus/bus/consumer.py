@@ -33,6 +33,7 @@ __all__ = ["Consumer", "EventHandler"]
 log = logging.getLogger("edbus.consumer")
 P = TypeVar("P")
 _TRACEBACK_LIMIT = 16_000
+_RETENTION_FIRST, _RETENTION_EVERY = 60.0, 600.0  # seconds after start, then between runs
 
 
 class EventHandler(Protocol):
@@ -152,6 +153,7 @@ class Consumer:
         in_flight: dict[int, Delivery] = {}
         idle_since = time.monotonic()
         renew_at = time.monotonic() + self.lease / 3
+        retention_at = time.monotonic() + _RETENTION_FIRST
         pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix=f"edbus-{self.subscription}")
         try:
             while True:
@@ -179,6 +181,11 @@ class Consumer:
                         for d in group:
                             in_flight[id(d)] = d
                         pool.submit(self._run_group, group)
+                if self.bus.retention is not None and time.monotonic() >= retention_at:
+                    deleted = self.backend.enforce_retention(time.time() - self.bus.retention)
+                    log.info("retention: deleted %d acked event(s) older than %.0f s", deleted,
+                             self.bus.retention)
+                    retention_at = time.monotonic() + _RETENTION_EVERY
                 if time.monotonic() >= renew_at and in_flight:
                     self.backend.extend(list(in_flight.values()), self.lease)
                     renew_at = time.monotonic() + self.lease / 3

@@ -65,6 +65,7 @@ class Database:
         self.path = path
         self._local = threading.local()
         self._lock = threading.Lock()
+        self._write_lock = threading.Lock()
         self._all: list[sqlite3.Connection] = []
         self.conn().executescript(ddl)
 
@@ -83,13 +84,14 @@ class Database:
     def write(self) -> Iterator[sqlite3.Connection]:
         """A write transaction: committed when the block ends, rolled back if it raises."""
         conn = self.conn()
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield conn
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
+        with self._write_lock:  # threads queue here, not in SQLite's busy handler (sleeps of up to 100 ms)
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         return self.conn().execute(sql, params).fetchall()
