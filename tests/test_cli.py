@@ -269,6 +269,17 @@ def test_replay_moves_the_cursor_and_the_backlog_grows_back(bus: Bus, run: Run) 
     assert_one_line_error(run("replay", "t", "s", "--to", "id:no-such-event"), "no event")
 
 
+def test_unsubscribe_deletes_the_subscription_after_confirmation(bus: Bus, run: Run) -> None:
+    publish(bus, 2)
+    bus.backend.subscribe("t", "old", Mode.SHARED, StartAt())
+    assert run("unsubscribe", "t", "old", input="n\n").exit_code == 1  # declined: kept
+    assert [s.subscription for s in bus.backend.subscriptions("t")] == ["old"]
+    result = run("unsubscribe", "t", "old", "--yes")
+    assert result.exit_code == 0 and "2 unacked event(s) released" in result.stdout
+    assert bus.backend.subscriptions("t") == []
+    assert_one_line_error(run("unsubscribe", "t", "old", "--yes"), "no subscription")
+
+
 # -- dead letters --------------------------------------------------------------------------------------
 def test_dlq_list_show_redrive_purge_round_trip(bus: Bus, run: Run) -> None:
     ids = publish(bus, 4)

@@ -73,6 +73,16 @@ class TestSubscriptions:
         with pytest.raises(ConfigError, match="exists in mode shared"):
             backend.subscribe("t", "s", Mode.KEY_ORDERED, StartAt())
 
+    def test_unsubscribe_deletes_the_subscription_and_stops_holding_events(self, backend: Backend) -> None:
+        backend.subscribe("t", "gone", Mode.SHARED, StartAt())
+        backend.append("t", [rec(1, None)])
+        backend.fetch("t", "gone", "c", 10, 30)
+        backend.unsubscribe("t", "gone")
+        assert backend.subscriptions("t") == []
+        assert backend.enforce_retention(time.time() + 1) == 1  # nothing holds the event any more
+        with pytest.raises(NotFoundError):
+            backend.unsubscribe("t", "gone")
+
     def test_fetch_on_unknown_subscription_raises_not_found(self, backend: Backend) -> None:
         with pytest.raises(NotFoundError):
             backend.fetch("t", "nope", "c", 10, 30)

@@ -188,6 +188,10 @@ class Backend(abc.ABC):
         """Create the subscription if it does not exist (``start`` applies only then)."""
 
     @abc.abstractmethod
+    def unsubscribe(self, topic: str, subscription: str) -> None:
+        """Delete a subscription, its cursor and unacked state (its dead letters stay until purged)."""
+
+    @abc.abstractmethod
     def fetch(self, topic: str, subscription: str, consumer: str, limit: int,
               lease: float) -> list[Delivery]:
         """Lease up to ``limit`` deliverable messages to ``consumer`` for ``lease`` seconds.

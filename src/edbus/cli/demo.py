@@ -9,8 +9,11 @@ builds its own Bus. The run ends with a summary and exit code 0 only when every 
 from __future__ import annotations
 
 import shutil
+import signal
 import tempfile
+import threading
 from pathlib import Path
+from typing import Any
 
 import click
 from rich.console import Group
@@ -91,6 +94,20 @@ def _summary(report: DemoReport, config: DemoConfig) -> Table:
     return out
 
 
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM: stop like Ctrl-C (the processes finish what they hold), then exit 143."""
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise _Terminated()
+
+
+def _stop_on_sigterm() -> Any:
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, _raise_terminated)
+
+
 def _store_url(ctx: click.Context, url: str | None, workdir: Path) -> str:
     """``--url``; else the group's ``--url`` when given on the command line; else a fresh store in workdir."""
     if url:
@@ -144,24 +161,29 @@ def demo(ctx: click.Context, url: str | None, workdir: Path | None, keep: bool, 
     config = DemoConfig(url=_store_url(ctx, url, workdir), workdir=str(workdir), topic=topic, courses=courses,
                         changes=changes, poison=poison, rate=rate, seed=seed, replicas=replicas)
     out = console()
+    previous = _stop_on_sigterm()
     try:
         out.print(f"[bold]edbus demo[/bold]: store {config.url}, work directory {workdir}")
-        with Live(console=out, refresh_per_second=8, transient=False) as live:
-            report = run_demo(config, lambda p: live.update(_render(p, replicas)), timeout=timeout)
-        if not out.is_terminal:
-            out.line()  # a Live that is not on a terminal prints its last state without a newline
+        try:
+            with Live(console=out, refresh_per_second=8, transient=False) as live:
+                report = run_demo(config, lambda p: live.update(_render(p, replicas)), timeout=timeout)
+        finally:
+            if not out.is_terminal:
+                out.line()  # a Live that is not on a terminal prints its last state without a newline
         out.print(_summary(report, config))
     except DemoFailed as exc:
         out.print(f"[bold red]demo failed[/bold red]: {exc}")
         out.print(f"(every process was stopped; logs in {workdir})" if not temporary or keep
                   else "(every process was stopped; run with --keep to look at the logs)")
         raise click.exceptions.Exit(1) from None
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         out.print("[yellow]interrupted[/yellow]: every process was stopped")
-        raise click.exceptions.Exit(130) from None
+        raise click.exceptions.Exit(143 if isinstance(exc, _Terminated) else 130) from None
     except EdbusError as exc:
         raise click.ClickException(str(exc)) from None
     finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
         if temporary and not keep:
             shutil.rmtree(workdir, ignore_errors=True)
     if keep or not temporary:

@@ -199,6 +199,24 @@ def replay(ctx: click.Context, topic: str, subscription: str, start: StartAt) ->
     click.echo(f"moved {subscription} on {stored} to {describe_start(start)}: backlog {before} -> {after}")
 
 
+@cli.command(short_help="Delete a subscription (its unacked events are no longer held for it).")
+@click.argument("topic")
+@click.argument("subscription")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.pass_context
+def unsubscribe(ctx: click.Context, topic: str, subscription: str, yes: bool) -> None:
+    """Delete SUBSCRIPTION on TOPIC with its cursor and unacked state, so that retention no longer keeps
+    events for it. Its dead-letter topic stays until purged (edbus dlq purge)."""
+    bus = open_bus(ctx)
+    stored = bus.topic(topic)
+    backlog = _backlog(bus.backend, stored, subscription)
+    if not yes:
+        click.confirm(f"delete subscription {subscription} on {stored} with {backlog} unacked event(s)?",
+                      abort=True)
+    bus.backend.unsubscribe(stored, subscription)
+    click.echo(f"deleted subscription {subscription} on {stored} ({backlog} unacked event(s) released)")
+
+
 def _backlog(backend: Backend, topic: str, subscription: str) -> int:
     require_subscription(backend, topic, subscription)
     return next(s.backlog for s in backend.subscriptions(topic) if s.subscription == subscription)

@@ -94,6 +94,14 @@ class SqliteBackend(Backend):
             db.execute("INSERT INTO subscriptions(topic, name, mode, cursor, created) VALUES (?,?,?,?,?)",
                        (topic, subscription, mode.value, cursor, now))
 
+    def unsubscribe(self, topic: str, subscription: str) -> None:
+        with self.conn.transaction() as db:
+            sub, _ = self._sub(db, topic, subscription)
+            db.execute("DELETE FROM deliveries WHERE sub=?", (sub,))
+            db.execute("DELETE FROM consumers WHERE sub=?", (sub,))
+            db.execute("DELETE FROM subscriptions WHERE id=?", (sub,))
+        self._sub_ids.pop((topic, subscription), None)
+
     def _sub(self, db: sqlite3.Connection, topic: str, subscription: str) -> tuple[int, Mode]:
         found = self._sub_ids.get((topic, subscription))
         if found is None:
