@@ -93,6 +93,19 @@ def test_demo_exits_zero_with_replica_equal_to_source_poison_dead_lettered_and_n
     assert demo_processes(workdir) == []
 
 
+def test_replica_killed_mid_run_is_replaced_and_the_replica_still_equals_the_source(tmp_path: Path):
+    config = DemoConfig(url=f"sqlite:///{tmp_path / 'bus.db'}", workdir=str(tmp_path), courses=20, changes=400,
+                        poison=2, rate=300.0, lease=1.0)
+
+    report = run_demo(config, timeout=25, chaos=True)
+
+    assert report.killed == ["replica-1"] and report.exit_codes["replica-1"] == -9
+    assert report.exit_codes["replica-3"] == 0  # the replacement
+    assert report.replica_equal and report.applied_exactly_once and report.dead_letters_ok
+    assert report.ok
+    assert demo_processes(tmp_path) == []
+
+
 def test_demo_refuses_a_workdir_holding_an_earlier_run(tmp_path: Path):
     (tmp_path / "replica.db").touch()
 

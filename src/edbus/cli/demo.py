@@ -64,10 +64,11 @@ def _summary(report: DemoReport, config: DemoConfig) -> Table:
                 f"{types.get('created', 0):,} created, {types.get('changed', 0):,} catalog_info changed, "
                 f"{types.get('deleted', 0):,} deleted ({len(report.poison_ids)} of the changes are poison)")
     out.add_row(f"consumed: {REPLICA_SUBSCRIPTION}",
-                f"{r.deliveries:,} events ({r.recorded:,} applied + {r.dead_lettered} dead-lettered) by {r.processes} "
-                f"processes, {r.mode}; {r.retries} retries, {r.duplicates} redeliveries ignored, backlog {r.backlog}")
+                f"{r.recorded:,} applied + {r.dead_lettered} dead-lettered, {r.mode}; the {r.processes} processes that "
+                f"stopped report {r.deliveries:,} events done, {r.retries} retries, {r.duplicates} redeliveries "
+                f"ignored (already applied); backlog {r.backlog}")
     out.add_row(f"consumed: {AUDIT_SUBSCRIPTION}",
-                f"{a.deliveries:,} events ({a.recorded:,} recorded) by {a.processes} process, {a.mode}; "
+                f"{a.recorded:,} recorded by {a.processes} process, {a.mode}; "
                 f"backlog {a.backlog}; complete: {_yes(report.audit_complete)}")
     detail = (f"{report.replica_courses} courses vs {report.source_courses} in Studio, compared field by field "
               f"with the event that last set each row; every valid change applied exactly once: "
@@ -86,8 +87,9 @@ def _summary(report: DemoReport, config: DemoConfig) -> Table:
                 f"ms, max {report.latency_max * 1000:.1f} ms (event time at publish → replica transaction, "
                 f"{r.recorded:,} events)")
     codes = ", ".join(f"{name}={code}" for name, code in report.exit_codes.items())
-    out.add_row("processes", f"{len(report.exit_codes)} run, exit codes {codes}; left running: {report.left_running}; "
-                f"stopped gracefully: {_yes(report.clean_shutdown)}")
+    killed = f" ({', '.join(report.killed)} SIGKILLed on purpose: --chaos)" if report.killed else ""
+    out.add_row("processes", f"{len(report.exit_codes)} run, exit codes {codes}{killed}; left running: "
+                f"{report.left_running}; the others stopped gracefully: {_yes(report.clean_shutdown)}")
     out.add_row("duration", f"{report.duration:.1f}s at {config.rate:g} events/s" if config.rate
                 else f"{report.duration:.1f}s, publishing as fast as possible")
     out.add_row("result", "[bold green]OK[/bold green]" if report.ok else "[bold red]FAILED[/bold red]")
@@ -140,11 +142,14 @@ def _store_url(ctx: click.Context, url: str | None, workdir: Path) -> str:
               help="Processes of the catalog service sharing the key_ordered subscription.")
 @click.option("--topic", default="course-catalog", show_default=True, help="The topic (on a fresh store: any).")
 @click.option("--seed", type=int, default=2024, show_default=True, help="Seed of Studio's simulated activity.")
+@click.option("--chaos", is_flag=True,
+              help="SIGKILL a replica process mid-run and start another: what it held is redelivered after "
+                   "its lease (2 s here) and the replica ignores what it had already applied.")
 @click.option("--timeout", type=click.FloatRange(5), default=55.0, show_default=True,
               help="Give up (and kill every process) after this many seconds.")
 @click.pass_context
 def demo(ctx: click.Context, url: str | None, workdir: Path | None, keep: bool, courses: int, changes: int,
-         poison: int, rate: float, replicas: int, topic: str, seed: int, timeout: float) -> None:
+         poison: int, rate: float, replicas: int, topic: str, seed: int, chaos: bool, timeout: float) -> None:
     """Run the course catalog demo: a simulated Studio publishes course catalog changes, a catalog service
     keeps a replica in its own database, an audit service logs every event, poison changes end in the
     dead-letter topic. Producer and consumers are separate processes.
@@ -159,14 +164,16 @@ def demo(ctx: click.Context, url: str | None, workdir: Path | None, keep: bool, 
         raise click.UsageError(f"{workdir} holds databases of an earlier run: use an empty or new directory")
     workdir = workdir.resolve()
     config = DemoConfig(url=_store_url(ctx, url, workdir), workdir=str(workdir), topic=topic, courses=courses,
-                        changes=changes, poison=poison, rate=rate, seed=seed, replicas=replicas)
+                        changes=changes, poison=poison, rate=rate, seed=seed, replicas=replicas,
+                        lease=2.0 if chaos else 30.0)
     out = console()
     previous = _stop_on_sigterm()
     try:
         out.print(f"[bold]edbus demo[/bold]: store {config.url}, work directory {workdir}")
         try:
             with Live(console=out, refresh_per_second=8, transient=False) as live:
-                report = run_demo(config, lambda p: live.update(_render(p, replicas)), timeout=timeout)
+                report = run_demo(config, lambda p: live.update(_render(p, replicas)), timeout=timeout,
+                                  chaos=chaos)
         finally:
             if not out.is_terminal:
                 out.line()  # a Live that is not on a terminal prints its last state without a newline

@@ -121,7 +121,8 @@ def run_replica(service: ServiceProcess) -> int:
     bus = config.open_bus("openedx/catalog/replica")
     try:
         consumer = bus.consumer(config.topic, REPLICA_SUBSCRIPTION, mode=Mode.KEY_ORDERED,
-                                max_attempts=config.max_attempts, backoff=config.backoff, name=service.name)
+                                max_attempts=config.max_attempts, backoff=config.backoff, lease=config.lease,
+                                name=service.name)
         replica.register(consumer)
         processed = service.consume(consumer)
         record_run(replica.db, service.name, os.getpid(), bus.metrics.snapshot(), replica.duplicates, service.started,

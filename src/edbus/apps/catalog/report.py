@@ -67,6 +67,7 @@ class DemoReport:
     duration: float = 0.0
     exit_codes: dict[str, int | None] = dataclasses.field(default_factory=dict)
     left_running: int = 0
+    killed: list[str] = dataclasses.field(default_factory=list)  # SIGKILLed on purpose (chaos)
 
     @property
     def replica_equal(self) -> bool:
@@ -85,7 +86,8 @@ class DemoReport:
 
     @property
     def clean_shutdown(self) -> bool:
-        return self.left_running == 0 and all(code == 0 for code in self.exit_codes.values())
+        return self.left_running == 0 and all(code == 0 for name, code in self.exit_codes.items()
+                                              if name not in self.killed)
 
     @property
     def ok(self) -> bool:

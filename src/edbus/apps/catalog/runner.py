@@ -47,6 +47,7 @@ class Supervisor:
     def __init__(self, config: DemoConfig) -> None:
         self.config = config
         self.children: dict[str, Child] = {}
+        self.killed: list[str] = []  # killed on purpose (chaos): their exit status is expected
 
     def spawn(self, role: str, name: str) -> Child:
         log_path = str(self.config.path(f"{name}.log"))
@@ -65,6 +66,8 @@ class Supervisor:
         out = []
         for child in self.children.values():
             code = child.process.poll()
+            if child.name in self.killed:
+                continue
             if code is not None and (code != 0 or child.name not in expected_done):
                 out.append(child)
         return out
@@ -81,6 +84,12 @@ class Supervisor:
             except subprocess.TimeoutExpired:
                 self.children[name].process.kill()
                 self.children[name].process.wait()
+
+    def kill(self, name: str) -> None:
+        """SIGKILL one child on purpose: what it held is redelivered to the others after its lease."""
+        self.killed.append(name)
+        self.children[name].process.kill()
+        self.children[name].process.wait()
 
     def kill_all(self) -> None:
         for child in self.children.values():
@@ -130,8 +139,12 @@ def _poll(bus: Bus, config: DemoConfig, phase: str, started: float, planned: int
 
 
 def run_demo(config: DemoConfig, on_progress: Callable[[Progress], None] = lambda p: None,
-             timeout: float = 55.0, interval: float = 0.1) -> DemoReport:
-    """Run the whole demo; returns the report, or raises ``DemoFailed`` (no child left running)."""
+             timeout: float = 55.0, interval: float = 0.1, chaos: bool = False) -> DemoReport:
+    """Run the whole demo; returns the report, or raises ``DemoFailed`` (no child left running).
+
+    ``chaos``: once the replica subscription has consumed 40% of the events, SIGKILL ``replica-1`` and
+    start another replica process (use a short ``config.lease``: the killed one's events wait for it).
+    """
     started = time.monotonic()
     deadline = started + timeout
     planned = len(plan_events(config.courses, config.changes, config.poison, config.seed))
@@ -150,6 +163,15 @@ def run_demo(config: DemoConfig, on_progress: Callable[[Progress], None] = lambd
             supervisor.spawn(name.split("-")[0], name)
 
         def step(phase: str, done: set[str]) -> bool:
+            progress, caught_up = _step(phase, done)
+            if chaos and not supervisor.killed and progress.replica_done >= 0.4 * planned:
+                supervisor.kill("replica-1")
+                replacement = f"replica-{config.replicas + 1}"
+                supervisor.spawn("replica", replacement)
+                consumers.append(replacement)
+            return caught_up
+
+        def _step(phase: str, done: set[str]) -> tuple[Progress, bool]:
             if time.monotonic() > deadline:
                 raise DemoFailed(f"not finished after {timeout:.0f}s (phase: {phase})")
             for child in supervisor.failed(done):
@@ -158,22 +180,24 @@ def run_demo(config: DemoConfig, on_progress: Callable[[Progress], None] = lambd
             progress, caught_up = _poll(bus, config, phase, started, planned, supervisor)
             on_progress(progress)
             time.sleep(interval)
-            return caught_up
+            return progress, caught_up
 
         while not supervisor.ready(consumers):
-            step("starting consumers", set())
+            _step("starting consumers", set())
         studio = supervisor.spawn("studio", "studio")
         while True:
             studio_done = studio.process.poll() is not None  # before the poll: then every event is counted
             if step("catching up" if studio_done else "publishing", {"studio"}) and studio_done:
                 break
-        supervisor.stop(consumers, timeout=max(1.0, min(15.0, deadline - time.monotonic())))
+        supervisor.stop([c for c in consumers if c not in supervisor.killed],
+                        timeout=max(1.0, min(15.0, deadline - time.monotonic())))
         progress, _ = _poll(bus, config, "done", started, planned, supervisor)
         on_progress(progress)
         codes = supervisor.exit_codes()
         report = build_report(config, bus, planned)
         report.exit_codes = codes
         report.left_running = supervisor.alive()
+        report.killed = list(supervisor.killed)
         report.duration = time.monotonic() - started
         return report
     except KeyboardInterrupt:

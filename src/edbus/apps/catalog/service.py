@@ -37,6 +37,7 @@ class DemoConfig:
     replicas: int = 2  # replica service processes sharing the key_ordered subscription
     max_attempts: int = 3
     backoff_base: float = 0.05
+    lease: float = 30.0  # seconds a replica holds events: a killed process's events come back after it
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self))
