@@ -89,7 +89,8 @@ def _summary(report: DemoReport, config: DemoConfig) -> Table:
     codes = ", ".join(f"{name}={code}" for name, code in report.exit_codes.items())
     killed = f" ({', '.join(report.killed)} SIGKILLed on purpose: --chaos)" if report.killed else ""
     out.add_row("processes", f"{len(report.exit_codes)} run, exit codes {codes}{killed}; left running: "
-                f"{report.left_running}; the others stopped gracefully: {_yes(report.clean_shutdown)}")
+                f"{report.left_running}; {'the others ' if report.killed else ''}stopped gracefully: "
+                f"{_yes(report.clean_shutdown)}")
     out.add_row("duration", f"{report.duration:.1f}s at {config.rate:g} events/s" if config.rate
                 else f"{report.duration:.1f}s, publishing as fast as possible")
     out.add_row("result", "[bold green]OK[/bold green]" if report.ok else "[bold red]FAILED[/bold red]")
