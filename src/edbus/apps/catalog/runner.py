@@ -169,7 +169,7 @@ def run_demo(config: DemoConfig, on_progress: Callable[[Progress], None] = lambd
                 replacement = f"replica-{config.replicas + 1}"
                 supervisor.spawn("replica", replacement)
                 consumers.append(replacement)
-            return caught_up
+            return caught_up and supervisor.ready(consumers)  # never SIGTERM a process still starting
 
         def _step(phase: str, done: set[str]) -> tuple[Progress, bool]:
             if time.monotonic() > deadline:
