@@ -44,6 +44,17 @@ class EventHandler(Protocol):
     def handle(self, event: Event[Any]) -> None: ...
 
 
+class _RunState:
+    """What one ``run`` tracks: leased deliveries not yet settled, and when to do periodic work."""
+
+    def __init__(self, lease: float) -> None:
+        now = time.monotonic()
+        self.in_flight: dict[int, Delivery] = {}
+        self.idle_since = now
+        self.renew_at = now + lease / 3
+        self.retention_at = now + _RETENTION_FIRST
+
+
 class Consumer:
     def __init__(self, bus: Bus, topic: str, subscription: str, *, mode: Mode, start: StartAt,
                  middleware: MiddlewareChain, concurrency: int, lease: float, batch: int,
@@ -150,62 +161,64 @@ class Consumer:
         without events. Returns how many events were processed (acked or dead-lettered)."""
         self.backend.subscribe(self.topic, self.subscription, self.mode, self.start)
         previous = self._install_signals() if install_signals else {}
-        in_flight: dict[int, Delivery] = {}
-        idle_since = time.monotonic()
-        renew_at = time.monotonic() + self.lease / 3
-        retention_at = time.monotonic() + _RETENTION_FIRST
+        state = _RunState(self.lease)
         pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix=f"edbus-{self.subscription}")
         try:
             while True:
-                finished = self._settle(in_flight)
-                if finished:
-                    idle_since = time.monotonic()
+                progressed = self._settle(state.in_flight) > 0
                 if max_events is not None and self.processed >= max_events:
                     self._stop.set()
                 if self._stop.is_set():
-                    if not in_flight:
+                    if not state.in_flight:
                         break
-                    self._wakeup.wait(0.05)
-                    self._wakeup.clear()
+                else:
+                    progressed = self._fetch(state, pool, max_events) or progressed
+                self._maintain(state)
+                if progressed:
+                    state.idle_since = time.monotonic()
                     continue
-                room = self.concurrency * 2 - len(in_flight)
-                fetched = []
-                if room > 0:
-                    limit = min(room if self.mode is Mode.SHARED else self.batch, self.batch)
-                    if max_events is not None:
-                        limit = max(1, min(limit, max_events - self.processed - len(in_flight)))
-                    fetched = self.backend.fetch(self.topic, self.subscription, self.name, limit, self.lease)
-                if fetched:
-                    idle_since = time.monotonic()
-                    for group in self._groups(fetched):
-                        for d in group:
-                            in_flight[id(d)] = d
-                        pool.submit(self._run_group, group)
-                if self.bus.retention is not None and time.monotonic() >= retention_at:
-                    deleted = self.backend.enforce_retention(time.time() - self.bus.retention)
-                    log.info("retention: deleted %d acked event(s) older than %.0f s", deleted,
-                             self.bus.retention)
-                    retention_at = time.monotonic() + _RETENTION_EVERY
-                if time.monotonic() >= renew_at and in_flight:
-                    self.backend.extend(list(in_flight.values()), self.lease)
-                    renew_at = time.monotonic() + self.lease / 3
-                if idle_timeout is not None and not in_flight and time.monotonic() - idle_since > idle_timeout:
+                if idle_timeout is not None and not state.in_flight \
+                        and time.monotonic() - state.idle_since > idle_timeout:
                     break
-                if fetched or finished:
-                    continue
-                if in_flight:
-                    self._wakeup.wait(0.01)
+                if state.in_flight or self._stop.is_set():
+                    self._wakeup.wait(0.01)  # a worker finishing sets it
                     self._wakeup.clear()
                 else:
-                    self.backend.wait(min(0.25, self.lease / 3))
+                    self.backend.wait(min(0.25, self.lease / 3))  # an append wakes it
         finally:
             pool.shutdown(wait=True)
             try:
-                self._settle(in_flight)
+                self._settle(state.in_flight)
             finally:
                 for sig, handler in previous.items():
                     signal.signal(sig, handler)
         return self.processed
+
+    def _fetch(self, state: _RunState, pool: ThreadPoolExecutor, max_events: int | None) -> bool:
+        """Lease more events while fewer than twice the concurrency are in flight; False when none came."""
+        room = self.concurrency * 2 - len(state.in_flight)
+        if room <= 0:
+            return False
+        limit = min(room, self.batch) if self.mode is Mode.SHARED else self.batch
+        if max_events is not None:
+            limit = max(1, min(limit, max_events - self.processed - len(state.in_flight)))
+        fetched = self.backend.fetch(self.topic, self.subscription, self.name, limit, self.lease)
+        for group in self._groups(fetched):
+            for d in group:
+                state.in_flight[id(d)] = d
+            pool.submit(self._run_group, group)
+        return bool(fetched)
+
+    def _maintain(self, state: _RunState) -> None:
+        """Renew the leases of running handlers; enforce retention now and then."""
+        now = time.monotonic()
+        if now >= state.renew_at and state.in_flight:
+            self.backend.extend(list(state.in_flight.values()), self.lease)
+            state.renew_at = now + self.lease / 3
+        if self.bus.retention is not None and now >= state.retention_at:
+            deleted = self.backend.enforce_retention(time.time() - self.bus.retention)
+            log.info("retention: deleted %d acked event(s) older than %.0f s", deleted, self.bus.retention)
+            state.retention_at = now + _RETENTION_EVERY
 
     def _groups(self, fetched: list[Delivery]) -> list[list[Delivery]]:
         if self.mode is Mode.SHARED:
