@@ -93,6 +93,15 @@ def test_publish_many_is_all_or_nothing_when_one_payload_is_bad(bus: Bus) -> Non
     assert len(set(ids)) == 51 and stored(bus) == 51
 
 
+def test_publish_many_takes_caller_chosen_ids_and_stores_a_retried_batch_once(bus: Bus) -> None:
+    batch = [(SEQ, Seq("k", n), f"id-{n}") for n in range(3)]
+    assert bus.publish_many("t", batch) == ["id-0", "id-1", "id-2"]
+    bus.publish_many("t", batch)
+    assert stored(bus, "t") == 3
+    with pytest.raises(ValidationError, match="expected"):
+        bus.publish_many("t", [(SEQ,)])  # type: ignore[list-item]
+
+
 def test_bad_topic_names_are_refused(bus: Bus) -> None:
     for topic in ("", "has space", "x.s.dlq"):
         with pytest.raises(ConfigError, match="bad topic name"):

@@ -77,12 +77,20 @@ class Bus:
         self._append(topic, [record])
         return record.id
 
-    def publish_many(self, topic: str, events: Sequence[tuple[EventType[Any], Any]]) -> list[str]:
-        """Store several events in one transaction (group commit): all of them or none."""
+    def publish_many(self, topic: str,
+                     events: Sequence[tuple[EventType[Any], Any] | tuple[EventType[Any], Any, str]]) -> list[str]:
+        """Store several events in one transaction (group commit): all of them or none.
+
+        Each item is ``(event_type, payload)`` or ``(event_type, payload, event_id)``.
+        """
         topic = self.topic(topic)
         if not isinstance(events, Sequence):
-            raise ValidationError("publish_many takes a sequence of (event_type, payload) pairs")
-        records = [self.codec.encode(topic, et, payload) for et, payload in events]
+            raise ValidationError("publish_many takes a sequence of (event_type, payload[, id]) tuples")
+        records = []
+        for item in events:
+            if not isinstance(item, tuple) or len(item) not in (2, 3):
+                raise ValidationError(f"publish_many: expected (event_type, payload[, id]), got {item!r:.80}")
+            records.append(self.codec.encode(topic, item[0], item[1], id=item[2] if len(item) == 3 else None))
         if records:
             self._append(topic, records)
         return [r.id for r in records]
