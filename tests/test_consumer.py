@@ -204,3 +204,24 @@ def test_full_disk_refuses_the_publish_and_keeps_every_acknowledged_event(tmp_pa
     assert set(acked) <= stored and len(stored) == len(acked) + 1  # the refused one was not stored
     db = bus.backend.conn.db  # type: ignore[attr-defined]
     assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+def test_handler_raising_a_base_exception_is_retried_and_dead_lettered_not_looped(bus: Bus) -> None:
+    bus.publish("t", SEQ, Seq("a", 1))
+    consumer = bus.consumer("t", "s", max_attempts=2, backoff=Backoff(base=0.01))
+    calls = []
+
+    @consumer.handler(SEQ)
+    def cancelled(event: Event[Seq]) -> None:
+        calls.append(event.attempt)
+        raise SystemExit("worker told to exit")
+
+    consumer.run(max_events=1, install_signals=False)
+    assert calls == [1, 2]
+    [dead] = dead_letters(bus)
+    assert dead.headers["edbus_dlq_error_type"] == "builtins.SystemExit"
+
+
+def test_subscription_names_with_dots_are_refused_so_dead_letter_topics_cannot_collide(bus: Bus) -> None:
+    with pytest.raises(ConfigError, match="bad subscription name"):
+        bus.consumer("a", "b.c")

@@ -92,3 +92,23 @@ def test_consumer_killed_with_sigkill_mid_batch_has_its_events_redelivered_to_an
     bus = Bus.from_url(url)
     [stats] = bus.backend.subscriptions("seq")
     assert stats.backlog == 0 and stats.dead_lettered == 0
+
+
+def test_poison_event_that_kills_its_consumer_is_dead_lettered_after_max_attempts(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/bus.db"
+    finish([spawn("produce", "--url", url, "--log", str(tmp_path / "p.log"), "--count", "20", "--batch")])
+    log = tmp_path / "c.log"
+    exits = []
+    for _ in range(6):  # a process manager restarting the consumer each time it dies
+        proc = spawn("consume", "--url", url, "--log", str(log), "--die-on", "7", "--lease", "0.5",
+                     "--max-attempts", "2", "--idle", "1.5")
+        proc.communicate(timeout=60)
+        exits.append(proc.returncode)
+        if proc.returncode == 0:
+            break
+    assert exits[-1] == 0 and exits.count(3) == 2  # died twice on it, then it was dead-lettered
+    bus = Bus.from_url(url)
+    deads = [m.record for m in bus.backend.read("seq.s.dlq", __import__("edbus").StartAt(), 10)]
+    [dead] = deads
+    assert dead.headers["edbus_dlq_error_type"] == "edbus.errors.AbandonedDelivery"
+    assert {e["n"] for e in lines(log)} == set(range(20)) - {7}

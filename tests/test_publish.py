@@ -85,6 +85,23 @@ def test_same_event_id_published_twice_is_stored_once(bus: Bus) -> None:
     assert stored(bus) == 1
 
 
+def test_reusing_an_event_id_for_another_payload_is_refused_and_stores_nothing(bus: Bus) -> None:
+    bus.publish("t", SEQ, Seq("k", 1), id="same")
+    with pytest.raises(ValidationError, match="already in topic 't' with another payload"):
+        bus.publish_many("t", [(SEQ, Seq("k", 2), "new"), (SEQ, Seq("k", 3), "same")])
+    assert stored(bus, "t") == 1
+
+
+def test_event_ids_do_not_repeat_when_the_application_seeds_random(bus: Bus) -> None:
+    import random
+
+    random.seed(42)
+    first = bus.publish("t", SEQ, Seq("k", 1))
+    random.seed(42)
+    second = bus.publish("t", SEQ, Seq("k", 2))
+    assert first != second and stored(bus, "t") == 2
+
+
 def test_publish_many_is_all_or_nothing_when_one_payload_is_bad(bus: Bus) -> None:
     with pytest.raises(ValidationError):
         bus.publish_many("catalog", [(CATALOG_CHANGED, course(1)), (CATALOG_CHANGED, "bad")])

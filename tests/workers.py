@@ -40,6 +40,8 @@ def consume(args: argparse.Namespace) -> None:
         start = time.monotonic_ns()
         if args.delay:
             time.sleep(args.delay)
+        if event.data.n == args.die_on:
+            os._exit(3)  # a poison event that kills the process
         log.write(json.dumps({"id": event.id, "key": event.data.key, "n": event.data.n, "pid": os.getpid(),
                               "t": start, "attempt": event.attempt}) + "\n")
 
@@ -67,6 +69,7 @@ def main() -> None:
     p.add_argument("--max-attempts", type=int, default=5)
     p.add_argument("--delay", type=float, default=0.0)
     p.add_argument("--idle", type=float, default=None)
+    p.add_argument("--die-on", type=int, default=-1)
     args = p.parse_args()
     (produce if args.role == "produce" else consume)(args)
     sys.exit(0)

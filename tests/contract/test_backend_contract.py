@@ -83,6 +83,22 @@ class TestSubscriptions:
         with pytest.raises(NotFoundError):
             backend.unsubscribe("t", "gone")
 
+    def test_a_subscription_deleted_by_another_process_is_not_found_by_this_one(self, backend: Backend,
+                                                                             url: str) -> None:
+        from edbus.backends import open_backend
+
+        backend.subscribe("a", "x", Mode.SHARED, StartAt())
+        backend.append("a", [rec(1, None)])
+        backend.fetch("a", "x", "c", 10, 30)
+        other = open_backend(url)
+        other.unsubscribe("a", "x")
+        other.subscribe("b", "y", Mode.SHARED, StartAt())
+        other.append("b", [rec(7, None)])
+        with pytest.raises(NotFoundError):
+            backend.fetch("a", "x", "c", 10, 30)
+        assert ids(backend.fetch("b", "y", "c", 10, 30)) == ["e7"]  # y did not inherit x's state
+        other.close()
+
     def test_fetch_on_unknown_subscription_raises_not_found(self, backend: Backend) -> None:
         with pytest.raises(NotFoundError):
             backend.fetch("t", "nope", "c", 10, 30)
@@ -185,6 +201,16 @@ class TestKeyOrder:
 
 
 class TestExclusive:
+    def test_exclusive_delivers_in_total_order_and_a_retry_holds_everything_behind_it(
+            self, backend: Backend) -> None:
+        backend.subscribe("t", "s", Mode.EXCLUSIVE, StartAt())
+        backend.append("t", [rec(i, key=f"k{i}") for i in range(3)])
+        first = backend.fetch("t", "s", "c", 1, 30)
+        assert backend.fetch("t", "s", "c", 10, 30) == []  # e0 in flight: nothing else, any key
+        backend.nack(first[0], 0.3, error())
+        assert backend.fetch("t", "s", "c", 10, 30) == []  # e0 waits for its retry: so does the rest
+        assert ids(eventually(lambda: backend.fetch("t", "s", "c", 10, 30), timeout=5)) == ["e0", "e1", "e2"]
+
     def test_one_active_consumer_and_a_standby_takes_over_when_it_dies(self, backend: Backend) -> None:
         backend.subscribe("t", "s", Mode.EXCLUSIVE, StartAt())
         backend.append("t", [rec(i, key=f"k{i}") for i in range(3)])
@@ -256,6 +282,19 @@ class TestReplayAndRetention:
         deleted = backend.enforce_retention(time.time() + 1)
         assert deleted == 2  # e0, e1; e2 is unacked by slow, so e2 and e3 stay
         assert [m.record.id for m in backend.read("t", StartAt("earliest"), 10)] == ["e2", "e3"]
+
+    def test_retention_keeps_dead_lettered_events_so_a_later_redrive_reaches_only_their_subscription(
+            self, backend: Backend) -> None:
+        backend.subscribe("t", "failing", Mode.SHARED, StartAt())
+        backend.subscribe("t", "fine", Mode.SHARED, StartAt())
+        backend.append("t", [rec(1, None), rec(2, None)])
+        backend.ack(backend.fetch("t", "fine", "c", 10, 30))
+        for d in backend.fetch("t", "failing", "c", 10, 30):
+            backend.dead_letter(d, error())
+        assert backend.enforce_retention(time.time() + 1) == 0  # acked by all, but dead-lettered
+        assert backend.redrive("t", "failing", None) == 2
+        assert ids(backend.fetch("t", "failing", "c", 10, 30)) == ["e1", "e2"]
+        assert backend.fetch("t", "fine", "c", 10, 30) == []
 
     def test_retention_keeps_events_younger_than_the_period(self, backend: Backend) -> None:
         backend.subscribe("t", "s", Mode.SHARED, StartAt())

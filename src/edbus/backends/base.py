@@ -27,6 +27,7 @@ __all__ = [
     "StartAt",
     "SubscriptionStats",
     "TopicStats",
+    "check_subscription",
     "dead_letter_headers",
     "dlq_topic",
 ]
@@ -119,6 +120,11 @@ class Delivery:
     history: tuple[ErrorInfo, ...]
     handle: Any = dataclasses.field(compare=False, repr=False)
 
+    @property
+    def abandoned(self) -> int:
+        """Earlier deliveries that ended with no outcome (the consumer died or hung holding it)."""
+        return max(0, self.attempt - 1 - len(self.history))
+
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class TopicStats:
@@ -138,6 +144,18 @@ class SubscriptionStats:
     dead_lettered: int
     oldest_unacked_age: float | None  # seconds
     consumers: int
+
+
+_SUBSCRIPTION_OK = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_")
+
+
+def check_subscription(name: str) -> str:
+    """Subscription names have no dots, so ``<topic>.<subscription>.dlq`` names one pair only."""
+    from edbus.errors import ConfigError
+
+    if not name or len(name) > 100 or not set(name) <= _SUBSCRIPTION_OK:
+        raise ConfigError(f"bad subscription name {name!r}: use letters, digits, '-' and '_'")
+    return name
 
 
 def dlq_topic(topic: str, subscription: str) -> str:

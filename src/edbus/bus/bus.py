@@ -7,6 +7,7 @@ from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from edbus.backends import Backend, Message, Mode, Record, StartAt, open_backend
+from edbus.backends.base import check_subscription
 from edbus.bus.metrics import Metrics
 from edbus.bus.middleware import Middleware, MiddlewareChain
 from edbus.bus.retries import Backoff, Retries
@@ -130,8 +131,8 @@ class Bus:
         if max_attempts is not None or backoff is not None:  # this consumer's own retry policy
             chain = MiddlewareChain([m for m in chain.middleware if not isinstance(m, Retries)]
                                     + [Retries(max_attempts or 5, backoff)])
-        return Consumer(self, self.topic(topic), subscription, mode=mode, start=start, middleware=chain,
-                        concurrency=concurrency, lease=lease, batch=batch, name=name)
+        return Consumer(self, self.topic(topic), check_subscription(subscription), mode=mode, start=start,
+                        middleware=chain, concurrency=concurrency, lease=lease, batch=batch, name=name)
 
     def read(self, topic: str, start: str | StartAt = "earliest", *, limit: int | None = None,
              batch: int = 500) -> Iterator[tuple[Message, Envelope, Any]]:

@@ -53,6 +53,7 @@ class _RunState:
         self.idle_since = now
         self.renew_at = now + lease / 3
         self.retention_at = now + _RETENTION_FIRST
+        self.isolating = False  # the last fetch held an event whose previous holder died
 
 
 class Consumer:
@@ -71,6 +72,7 @@ class Consumer:
         self.fallback: Callable[[Event[Any]], Any] | None = None
         self.processed = 0
         self._stop = threading.Event()
+        self._signalled = False
         self._done: queue.SimpleQueue[tuple[Delivery, Outcome | None]] = queue.SimpleQueue()
         self._wakeup = threading.Event()
 
@@ -104,6 +106,10 @@ class Consumer:
     # -- processing (worker threads) ---------------------------------------------------------
     def _process(self, delivery: Delivery) -> Outcome:
         record = delivery.message.record
+        admitted = self.middleware.admit(delivery)
+        if admitted is not None:  # e.g. a delivery that crashed its consumers max_attempts times
+            self.middleware.after_process(delivery, None, admitted)
+            return admitted
         error: BaseException | None = None
         event: Event[Any] | None = None
         try:
@@ -127,11 +133,9 @@ class Consumer:
                 event = Event(envelope, data, record.key, delivery.attempt, delivery.message.topic)
                 self.middleware.before_process(delivery, event)
                 fn(event)
-        except Exception as exc:
+        except BaseException as exc:  # SystemExit, CancelledError…: a failure too, never a loop
             error = exc
-        info = None if error is None else ErrorInfo(
-            f"{type(error).__module__}.{type(error).__qualname__}", str(error)[:2000],
-            "".join(traceback.format_exception(error))[-_TRACEBACK_LIMIT:], time.time(), delivery.attempt)
+        info = None if error is None else _error_info(error, delivery.attempt)
         outcome = self.middleware.decide(delivery, error, info)
         self.middleware.after_process(delivery, error, outcome)
         if error is not None and not isinstance(error, DecodeError):
@@ -147,9 +151,9 @@ class Consumer:
             if not failed:
                 try:
                     outcome = self._process(delivery)
-                except BaseException:  # a middleware bug: never lose the event
+                except BaseException as exc:  # a middleware bug: retry later, counting the attempt
                     log.exception("processing %s crashed", delivery.message.record.id)
-                    outcome = None
+                    outcome = Retry(1.0, _error_info(exc, delivery.attempt))
                 failed = not isinstance(outcome, Ack)
             self._done.put((delivery, outcome))
         self._wakeup.set()
@@ -165,6 +169,8 @@ class Consumer:
         pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix=f"edbus-{self.subscription}")
         try:
             while True:
+                if self._signalled:
+                    self._stop.set()
                 progressed = self._settle(state.in_flight) > 0
                 if max_events is not None and self.processed >= max_events:
                     self._stop.set()
@@ -186,9 +192,12 @@ class Consumer:
                 else:
                     self.backend.wait(min(0.25, self.lease / 3))  # an append wakes it
         finally:
-            pool.shutdown(wait=True)
+            # on a fatal error: run nothing more, settle what ran, release what never started
+            pool.shutdown(wait=True, cancel_futures=True)
             try:
                 self._settle(state.in_flight)
+                for delivery in state.in_flight.values():
+                    self.backend.nack(delivery, 0.0, None)
             finally:
                 for sig, handler in previous.items():
                     signal.signal(sig, handler)
@@ -197,17 +206,33 @@ class Consumer:
     def _fetch(self, state: _RunState, pool: ThreadPoolExecutor, max_events: int | None) -> bool:
         """Lease more events while fewer than twice the concurrency are in flight; False when none came."""
         room = self.concurrency * 2 - len(state.in_flight)
-        if room <= 0:
+        if room <= 0 or (state.isolating and state.in_flight):
             return False
         limit = min(room, self.batch) if self.mode is Mode.SHARED else self.batch
         if max_events is not None:
             limit = max(1, min(limit, max_events - self.processed - len(state.in_flight)))
-        fetched = self.backend.fetch(self.topic, self.subscription, self.name, limit, self.lease)
+        if state.isolating:
+            limit = 1
+        fetched = self._isolate(self.backend.fetch(self.topic, self.subscription, self.name, limit,
+                                                   self.lease), state)
         for group in self._groups(fetched):
             for d in group:
                 state.in_flight[id(d)] = d
             pool.submit(self._run_group, group)
         return bool(fetched)
+
+    def _isolate(self, fetched: list[Delivery], state: _RunState) -> list[Delivery]:
+        """Events whose last holder died with them run alone: if one of them kills this process too,
+        only it is charged for it. Keeps the leading run of ordinary events (order is kept), or the
+        suspect alone when it leads; releases the rest uncounted."""
+        first = next((i for i, d in enumerate(fetched) if d.abandoned), None)
+        state.isolating = first is not None
+        if first is None:
+            return fetched
+        keep = fetched[:first] if first else fetched[:1]
+        for d in fetched[len(keep):]:
+            self.backend.nack(d, 0.0, None)
+        return keep
 
     def _maintain(self, state: _RunState) -> None:
         """Renew the leases of running handlers; enforce retention now and then."""
@@ -221,8 +246,11 @@ class Consumer:
             state.retention_at = now + _RETENTION_EVERY
 
     def _groups(self, fetched: list[Delivery]) -> list[list[Delivery]]:
+        """What may run in parallel: every event (shared), every key (key_ordered), nothing (exclusive)."""
         if self.mode is Mode.SHARED:
             return [[d] for d in fetched]
+        if self.mode is Mode.EXCLUSIVE:
+            return [fetched]
         groups: dict[str | None, list[Delivery]] = {}
         singles: list[list[Delivery]] = []
         for d in fetched:
@@ -267,5 +295,15 @@ class Consumer:
             return {}
         previous: dict[int, Any] = {}
         for sig in (signal.SIGTERM, signal.SIGINT):
-            previous[sig] = signal.signal(sig, lambda *_: self.stop())
+            previous[sig] = signal.signal(sig, self._on_signal)
         return previous
+
+    def _on_signal(self, signum: int, frame: object) -> None:
+        # Only a flag: the handler may interrupt this thread inside Event.wait(), holding the
+        # Event's lock, so calling stop() from here could deadlock. The loop turns it into stop().
+        self._signalled = True
+
+
+def _error_info(error: BaseException, attempt: int) -> ErrorInfo:
+    return ErrorInfo(f"{type(error).__module__}.{type(error).__qualname__}", str(error)[:2000],
+                     "".join(traceback.format_exception(error))[-_TRACEBACK_LIMIT:], time.time(), attempt)

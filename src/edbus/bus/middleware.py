@@ -56,6 +56,10 @@ class Middleware:
     def before_process(self, delivery: Delivery, event: Event[object] | None) -> None:
         pass
 
+    def admit(self, delivery: Delivery) -> Outcome | None:
+        """Before running the handler: an outcome here settles the delivery without running it."""
+        return None
+
     def decide(self, delivery: Delivery, error: BaseException | None, info: ErrorInfo | None) -> Outcome | None:
         """What to do after processing; None lets the next middleware decide."""
         return None
@@ -90,6 +94,18 @@ class MiddlewareChain:
             except Exception:
                 log.exception("middleware %s.before_process failed on event %s", type(m).__name__,
                               delivery.message.record.id)
+
+    def admit(self, delivery: Delivery) -> Outcome | None:
+        for m in self.middleware:
+            try:
+                outcome = m.admit(delivery)
+            except Exception:
+                log.exception("middleware %s.admit failed on event %s", type(m).__name__,
+                              delivery.message.record.id)
+                continue
+            if outcome is not None:
+                return outcome
+        return None
 
     def decide(self, delivery: Delivery, error: BaseException | None, info: ErrorInfo | None) -> Outcome:
         for m in self.middleware:

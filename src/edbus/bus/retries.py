@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import random
+import time
 
 from edbus.backends.base import Delivery, ErrorInfo
 from edbus.bus.middleware import DeadLetter, Middleware, Outcome, Retry
@@ -42,6 +43,17 @@ class Retries(Middleware):
             raise ConfigError("max_attempts must be at least 1")
         self.max_attempts = max_attempts
         self.backoff = backoff or Backoff()
+
+    def admit(self, delivery: Delivery) -> Outcome | None:
+        """An event whose consumers died or hung holding it ``max(2, max_attempts)`` times (a poison
+        event that crashes the process) is dead-lettered instead of crashing the next one. The runtime
+        runs such events alone, so events that merely shared a batch with it are not counted."""
+        if delivery.abandoned < max(2, self.max_attempts):
+            return None
+        return DeadLetter(ErrorInfo(
+            "edbus.errors.AbandonedDelivery",
+            f"delivered {delivery.abandoned} time(s) without an outcome: the consumer died or hung "
+            "each time (its lease expired)", "", time.time(), delivery.attempt))
 
     def decide(self, delivery: Delivery, error: BaseException | None, info: ErrorInfo | None) -> Outcome | None:
         if info is None:

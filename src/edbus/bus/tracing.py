@@ -16,13 +16,13 @@ if TYPE_CHECKING:
 
 __all__ = ["Tracing", "current_traceparent", "new_traceparent"]
 
+_rng = random.SystemRandom()  # unique across forked workers, whatever random.seed() was called with
 _current: contextvars.ContextVar[str | None] = contextvars.ContextVar("edbus_traceparent", default=None)
 _VALID = re.compile(r"^00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$")
 
 
 def new_traceparent(trace_id: str | None = None) -> str:
-    # ids need to be unique, not secret (W3C Trace Context): the fast PRNG is enough
-    return f"00-{trace_id or f'{random.getrandbits(128):032x}'}-{random.getrandbits(64):016x}-01"
+    return f"00-{trace_id or f'{_rng.getrandbits(128):032x}'}-{_rng.getrandbits(64):016x}-01"
 
 
 def current_traceparent() -> str | None:

@@ -34,13 +34,14 @@ __all__ = ["Codec", "DEFAULT_MAX_EVENT_BYTES", "SOURCE_LIB", "envelope_from_head
 
 DEFAULT_MAX_EVENT_BYTES = 1024 * 1024
 SOURCE_LIB = "edbus"
+_rng = random.SystemRandom()  # ids stay unique whatever the application does with random.seed() or fork()
 _UTC = dt.UTC
 
 
 def new_event_id() -> str:
     """A UUIDv7 (RFC 9562): time-ordered, so ids index cheaply and sort by creation time."""
     ms = time.time_ns() // 1_000_000
-    rand = random.getrandbits(74)
+    rand = _rng.getrandbits(74)
     value = (ms << 80) | (0x7 << 76) | ((rand >> 62) << 64) | (0b10 << 62) | (rand & ((1 << 62) - 1))
     h = f"{value:032x}"
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"

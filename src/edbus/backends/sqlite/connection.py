@@ -16,6 +16,7 @@ from edbus.errors import StoreUnavailableError
 __all__ = ["DDL", "Checkpointer", "StoreConnection", "default_path"]
 
 log = logging.getLogger("edbus.sqlite")
+_abandoned: list[sqlite3.Connection] = []  # connections inherited across fork(): never used, never closed
 
 DDL = """
 CREATE TABLE IF NOT EXISTS topics(name TEXT PRIMARY KEY, created REAL NOT NULL);
@@ -27,7 +28,7 @@ CREATE TABLE IF NOT EXISTS events(
 CREATE UNIQUE INDEX IF NOT EXISTS events_topic_id ON events(topic, id);
 CREATE INDEX IF NOT EXISTS events_topic_seq ON events(topic, seq);
 CREATE TABLE IF NOT EXISTS subscriptions(
-    id INTEGER PRIMARY KEY, topic TEXT NOT NULL, name TEXT NOT NULL, mode TEXT NOT NULL,
+    id INTEGER PRIMARY KEY AUTOINCREMENT, topic TEXT NOT NULL, name TEXT NOT NULL, mode TEXT NOT NULL,
     cursor INTEGER NOT NULL, created REAL NOT NULL, owner TEXT, owner_expires REAL NOT NULL DEFAULT 0,
     UNIQUE(topic, name));
 -- One row per event a subscription has pulled but not acked: leased, waiting for a retry, or queued
@@ -90,27 +91,42 @@ class StoreConnection:
                 path.parent.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
                 raise StoreUnavailableError(f"cannot create {path.parent}: {exc.strerror}") from None
-        try:
-            self.db = sqlite3.connect(str(path), timeout=busy_timeout, isolation_level=None,
-                                      check_same_thread=False)
-            self.db.execute("PRAGMA journal_mode=WAL")
-            self.db.execute("PRAGMA synchronous=FULL")
-            self.db.execute("PRAGMA cache_size=-65536")
-            self.db.execute("PRAGMA wal_autocheckpoint=0")  # the Checkpointer thread does it
-            self.db.execute("PRAGMA journal_size_limit=67108864")
-            if self.db.execute("PRAGMA quick_check(1)").fetchone()[0] != "ok":
-                raise sqlite3.DatabaseError("database disk image is malformed")
-            self.db.executescript(DDL)
-            self.db.execute("PRAGMA busy_timeout=0")  # see _begin
-        except sqlite3.Error as exc:
-            raise _explain(exc, path) from None
+        self._open()
+
+    def _open(self) -> None:
+        """Connect (again, in a forked child: a connection must never cross a fork)."""
+        self._pid = os.getpid()
         self.lock = threading.RLock()
         self._sync = "FULL"
-        self._checkpointer = Checkpointer(path)
+        db = None
+        try:
+            db = sqlite3.connect(str(self.path), timeout=self.busy_timeout, isolation_level=None,
+                                 check_same_thread=False)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=FULL")
+            db.execute("PRAGMA cache_size=-65536")
+            db.execute("PRAGMA wal_autocheckpoint=0")  # the Checkpointer thread does it
+            db.execute("PRAGMA journal_size_limit=67108864")
+            db.executescript(DDL)
+            db.execute("PRAGMA busy_timeout=0")  # see _begin
+        except sqlite3.Error as exc:
+            if db is not None:
+                db.close()
+            raise _explain(exc, self.path) from None
+        self.db = db
+        self._checkpointer = Checkpointer(self.path)
+
+    def _after_fork(self) -> None:
+        # The parent's handle is left alone (closing it here could disturb the parent's locks) and
+        # kept referenced so that garbage collection never closes it in this process either.
+        _abandoned.append(self.db)
+        self._open()
 
 
     @contextlib.contextmanager
     def transaction(self, *, durable: bool = False, write: bool = True) -> Iterator[sqlite3.Connection]:
+        if os.getpid() != self._pid:
+            self._after_fork()
         with self.lock:
             try:
                 sync = "FULL" if durable else "NORMAL"
@@ -157,6 +173,8 @@ class StoreConnection:
             pause = min(pause * 2, 0.0005)
 
     def close(self) -> None:
+        if os.getpid() != self._pid:
+            return  # the parent's connection: not ours to close
         self._checkpointer.stop()
         with self.lock:
             self.db.close()

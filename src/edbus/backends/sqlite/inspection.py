@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import json
+import logging
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
@@ -11,6 +11,8 @@ from edbus.backends.base import Mode, SubscriptionStats, TopicStats, dlq_topic
 from edbus.backends.sqlite.connection import StoreConnection
 
 __all__ = ["StoreInspection"]
+
+log = logging.getLogger("edbus.sqlite")
 
 SubLookup = Callable[[sqlite3.Connection, str, str], tuple[int, Mode]]
 
@@ -85,26 +87,27 @@ class StoreInspection:
     # -- dead letters ------------------------------------------------------------------------
     def redrive(self, topic: str, subscription: str, event_ids: Sequence[str] | None,
                 lookup: SubLookup) -> int:
-        """Put dead letters back in front of the subscription; re-append those retention removed."""
+        """Put dead letters back in front of the subscription (only that one), with fresh attempts."""
         dlq = dlq_topic(topic, subscription)
         clause, params = _ids_clause(event_ids)
-        now = time.time()
         with self.conn.transaction(durable=True) as db:
             sub, _ = lookup(db, topic, subscription)
-            dead = db.execute(f"SELECT seq, id, type, key, headers, payload, size FROM events "
-                              f"WHERE topic=?{clause} ORDER BY seq", [dlq, *params]).fetchall()
-            for dseq, id_, type_, key, headers, payload, size in dead:
+            dead = db.execute(f"SELECT seq, id, key FROM events WHERE topic=?{clause} ORDER BY seq",
+                              [dlq, *params]).fetchall()
+            redriven = 0
+            for dseq, id_, key in dead:
                 original = db.execute("SELECT seq FROM events WHERE topic=? AND id=?", (topic, id_)).fetchone()
-                if original is not None:
-                    db.execute("INSERT OR REPLACE INTO deliveries(sub, seq, key) VALUES (?, ?, ?)",
-                               (sub, original[0], key))
-                else:
-                    clean = {k: v for k, v in json.loads(headers).items() if not k.startswith("edbus_dlq_")}
-                    db.execute("INSERT INTO events(topic, id, type, key, headers, payload, size, published_at) "
-                               "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                               (topic, id_, type_, key, json.dumps(clean), payload, size, now))
+                if original is None:
+                    # retention keeps dead-lettered originals, so this is a subscription that was
+                    # deleted and created again; re-appending would deliver it to every subscription
+                    log.warning("cannot redrive %s on %s/%s: the original event is gone", id_, topic,
+                                subscription)
+                    continue
+                db.execute("INSERT OR REPLACE INTO deliveries(sub, seq, key) VALUES (?, ?, ?)",
+                           (sub, original[0], key))
                 db.execute("DELETE FROM events WHERE seq=?", (dseq,))
-        return len(dead)
+                redriven += 1
+        return redriven
 
     def purge(self, dlq: str, event_ids: Sequence[str] | None) -> int:
         clause, params = _ids_clause(event_ids)
@@ -123,7 +126,13 @@ class StoreInspection:
                     "SELECT min(p) FROM (SELECT cursor AS p FROM subscriptions WHERE topic=?1 "
                     "UNION ALL SELECT min(d.seq) - 1 FROM deliveries d JOIN subscriptions s ON s.id=d.sub "
                     "WHERE s.topic=?1)", (topic,)).fetchone()[0]
-                cur = db.execute("DELETE FROM events WHERE topic=? AND published_at < ? AND (? IS NULL OR seq <= ?)",
-                                 (topic, older_than, floor, floor))
+                # events still dead-lettered by a subscription stay, so that a redrive can find them
+                dead = [dlq_topic(topic, name) for (name,) in db.execute(
+                    "SELECT name FROM subscriptions WHERE topic=?", (topic,))]
+                cur = db.execute(
+                    "DELETE FROM events WHERE topic=? AND published_at < ? AND (? IS NULL OR seq <= ?) "
+                    f"AND id NOT IN (SELECT id FROM events WHERE topic IN ({','.join('?' * len(dead))}))",
+                    (topic, older_than, floor, floor, *dead))
                 deleted += cur.rowcount
+            db.execute("DELETE FROM consumers WHERE seen < ?", (time.time() - 86400,))
         return deleted

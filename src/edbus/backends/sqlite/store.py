@@ -27,20 +27,23 @@ from edbus.backends.base import (
     StartAt,
     SubscriptionStats,
     TopicStats,
+    check_subscription,
     dead_letter_headers,
     dlq_topic,
 )
 from edbus.backends.sqlite.connection import StoreConnection
 from edbus.backends.sqlite.inspection import StoreInspection
 from edbus.backends.sqlite.wakeup import WakeListener, WakeSender
-from edbus.errors import ConfigError, NotFoundError
+from edbus.errors import ConfigError, NotFoundError, StoreUnavailableError, ValidationError
 from edbus.schema.registry import CheckedSchemaRegistry, SchemaRegistry
 
 __all__ = ["SqliteBackend"]
 
 _EVENT_COLUMNS = "ev.seq, ev.id, ev.type, ev.key, ev.headers, ev.payload, ev.published_at, ev.topic"
-_HISTORY_KEEP = 10  # attempts kept in a delivery's history (the first and the latest ones)
+_HISTORY_KEEP = 100  # failed attempts kept in a delivery's history (the first and the latest ones)
+_HEARTBEAT_EVERY = 5.0  # seconds between a consumer's liveness records
 _to_json = json.JSONEncoder(separators=(",", ":")).encode
+_rng = random.SystemRandom()  # lease tokens: unaffected by random.seed() and by fork()
 
 
 def _message(row: Sequence[Any]) -> Message:
@@ -51,7 +54,7 @@ def _message(row: Sequence[Any]) -> Message:
 class SqliteBackend(Backend):
     """``sqlite:///path/to/edbus.db``. ``window`` bounds the pulled-but-unacked rows per subscription."""
 
-    def __init__(self, path: Path, *, create: bool = True, window: int = 20_000) -> None:
+    def __init__(self, path: Path, *, create: bool = True, window: int = 200_000) -> None:
         self.path = path
         self.url = f"sqlite:///{path}"
         self.window = window
@@ -59,10 +62,14 @@ class SqliteBackend(Backend):
         self.inspection = StoreInspection(self.conn)
         self._registry = CheckedSchemaRegistry(self.inspection)
         self._wake_folder = Path(f"{path}-wake")
-        self._wake_folder.mkdir(exist_ok=True)
+        try:
+            self._wake_folder.mkdir(exist_ok=True)
+        except OSError as exc:
+            self.conn.close()
+            raise StoreUnavailableError(f"cannot create {self._wake_folder}: {exc.strerror}") from None
         self._sender = WakeSender(self._wake_folder)
         self._listener: WakeListener | None = None
-        self._sub_ids: dict[tuple[str, str], tuple[int, Mode]] = {}
+        self._beats: dict[tuple[int, str], float] = {}
 
     @property
     def registry(self) -> SchemaRegistry:
@@ -74,12 +81,24 @@ class SqliteBackend(Backend):
         rows = [(topic, r.id, r.type, r.key, _to_json(r.headers), r.payload, r.size, now) for r in records]
         with self.conn.transaction(durable=True) as db:
             db.execute("INSERT OR IGNORE INTO topics(name, created) VALUES (?, ?)", (topic, now))
-            db.executemany("INSERT OR IGNORE INTO events(topic, id, type, key, headers, payload, size, "
-                           "published_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+            cur = db.executemany("INSERT OR IGNORE INTO events(topic, id, type, key, headers, payload, size, "
+                                 "published_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+            if cur.rowcount != len(rows):
+                self._check_duplicates(db, topic, records)
         self._sender.notify()
+
+    def _check_duplicates(self, db: sqlite3.Connection, topic: str, records: Sequence[Record]) -> None:
+        """A duplicate id is a retried publish, stored once; the same id with another payload is a
+        mistake that would lose an event, so the whole append is refused."""
+        for r in records:
+            row = db.execute("SELECT payload FROM events WHERE topic=? AND id=?", (topic, r.id)).fetchone()
+            if row is not None and row[0] != r.payload:
+                raise ValidationError(f"event id {r.id!r} is already in topic {topic!r} with another "
+                                      "payload: nothing of this publish was stored")
 
     # -- subscriptions -----------------------------------------------------------------------
     def subscribe(self, topic: str, subscription: str, mode: Mode, start: StartAt) -> None:
+        check_subscription(subscription)
         now = time.time()
         with self.conn.transaction() as db:
             row = db.execute("SELECT mode FROM subscriptions WHERE topic=? AND name=?",
@@ -100,17 +119,14 @@ class SqliteBackend(Backend):
             db.execute("DELETE FROM deliveries WHERE sub=?", (sub,))
             db.execute("DELETE FROM consumers WHERE sub=?", (sub,))
             db.execute("DELETE FROM subscriptions WHERE id=?", (sub,))
-        self._sub_ids.pop((topic, subscription), None)
 
     def _sub(self, db: sqlite3.Connection, topic: str, subscription: str) -> tuple[int, Mode]:
-        found = self._sub_ids.get((topic, subscription))
-        if found is None:
-            row = db.execute("SELECT id, mode FROM subscriptions WHERE topic=? AND name=?",
-                             (topic, subscription)).fetchone()
-            if row is None:
-                raise NotFoundError(f"no subscription {subscription!r} on topic {topic!r}")
-            found = self._sub_ids[(topic, subscription)] = (row[0], Mode(row[1]))
-        return found
+        """Looked up in every transaction: another process may delete or recreate it at any time."""
+        row = db.execute("SELECT id, mode FROM subscriptions WHERE topic=? AND name=?",
+                         (topic, subscription)).fetchone()
+        if row is None:
+            raise NotFoundError(f"no subscription {subscription!r} on topic {topic!r}")
+        return int(row[0]), Mode(row[1])
 
     def _position(self, db: sqlite3.Connection, topic: str, start: StartAt) -> int:
         """The cursor value that makes ``start`` the next event delivered."""
@@ -133,27 +149,53 @@ class SqliteBackend(Backend):
         now = time.time()
         with self.conn.transaction() as db:
             sub, mode = self._sub(db, topic, subscription)
-            db.execute("INSERT OR REPLACE INTO consumers(sub, consumer, seen) VALUES (?, ?, ?)",
-                       (sub, consumer, now))
+            self._heartbeat(db, sub, consumer, now)
             if mode is Mode.EXCLUSIVE and not self._own(db, sub, consumer, now, lease):
                 return []
-            self._pull(db, sub, topic, max(limit * 4, 1000))
-            ordered = "" if mode is Mode.SHARED else (
-                " AND NOT EXISTS (SELECT 1 FROM deliveries e WHERE e.sub = d.sub AND e.key = d.key "
-                "AND e.seq < d.seq AND (e.lease_expires > :now OR e.available_at > :now))")
-            rows = db.execute(
-                f"SELECT {_EVENT_COLUMNS}, d.attempts, d.history FROM deliveries d "
-                "JOIN events ev ON ev.seq = d.seq WHERE d.sub = :sub AND d.available_at <= :now "
-                f"AND d.lease_expires <= :now{ordered} ORDER BY d.seq LIMIT :limit",
-                {"sub": sub, "now": now, "limit": limit}).fetchall()
+            rows = self._deliverable(db, sub, mode, now, limit)
+            # Pull new events only when what is pulled already cannot fill the batch: rows queued
+            # behind a key that is waiting for a retry never stop other keys from being pulled.
+            if len(rows) < limit and self._pull(db, sub, topic, max(limit * 4, 1000)):
+                rows = self._deliverable(db, sub, mode, now, limit)
             if not rows:
                 return []
-            token = random.getrandbits(62)
+            token = _rng.getrandbits(62)
             db.executemany("UPDATE deliveries SET owner=?, lease_expires=?, token=?, attempts=attempts+1 "
                            "WHERE sub=? AND seq=?", [(consumer, now + lease, token, sub, r[0]) for r in rows])
         return [Delivery(_message(r), subscription, r[8] + 1,
                          tuple(ErrorInfo(**h) for h in json.loads(r[9])) if r[9] else (),
                          (sub, r[0], token)) for r in rows]
+
+    def _deliverable(self, db: sqlite3.Connection, sub: int, mode: Mode, now: float,
+                     limit: int) -> list[Any]:
+        """The next rows that may be leased now, in order, with their event columns."""
+        params = {"sub": sub, "now": now, "limit": limit}
+        if mode is Mode.EXCLUSIVE:
+            # total order: take rows from the front until one is leased or waiting for a retry
+            rows = db.execute(
+                f"SELECT {_EVENT_COLUMNS}, d.attempts, d.history, d.available_at <= :now "
+                "AND d.lease_expires <= :now FROM deliveries d JOIN events ev ON ev.seq = d.seq "
+                "WHERE d.sub = :sub ORDER BY d.seq LIMIT :limit", params).fetchall()
+            free = []
+            for row in rows:
+                if not row[10]:
+                    break
+                free.append(row)
+            return free
+        same_key = "" if mode is Mode.SHARED else (
+            " AND NOT EXISTS (SELECT 1 FROM deliveries e WHERE e.sub = d.sub AND e.key = d.key "
+            "AND e.seq < d.seq AND (e.lease_expires > :now OR e.available_at > :now))")
+        return db.execute(
+            f"SELECT {_EVENT_COLUMNS}, d.attempts, d.history FROM deliveries d "
+            "JOIN events ev ON ev.seq = d.seq WHERE d.sub = :sub AND d.available_at <= :now "
+            f"AND d.lease_expires <= :now{same_key} ORDER BY d.seq LIMIT :limit", params).fetchall()
+
+    def _heartbeat(self, db: sqlite3.Connection, sub: int, consumer: str, now: float) -> None:
+        """Record that ``consumer`` is alive (for stats), at most every few seconds."""
+        if now - self._beats.get((sub, consumer), 0.0) > _HEARTBEAT_EVERY:
+            db.execute("INSERT OR REPLACE INTO consumers(sub, consumer, seen) VALUES (?, ?, ?)",
+                       (sub, consumer, now))
+            self._beats[(sub, consumer)] = now
 
     def _own(self, db: sqlite3.Connection, sub: int, consumer: str, now: float, lease: float) -> bool:
         """Exclusive mode: take or keep the subscription unless another live consumer holds it."""
@@ -162,12 +204,16 @@ class SqliteBackend(Backend):
                          (consumer, now + lease, sub, consumer, now))
         return cur.rowcount == 1
 
-    def _pull(self, db: sqlite3.Connection, sub: int, topic: str, limit: int) -> None:
+    def _pull(self, db: sqlite3.Connection, sub: int, topic: str, limit: int) -> bool:
+        """Move up to ``limit`` new events behind the cursor into ``deliveries``; False if none.
+
+        ``window`` caps the rows a subscription holds (a key stuck behind a failing event keeps its
+        later events here until the failure is dead-lettered)."""
         held = db.execute("SELECT count(*) FROM (SELECT 1 FROM deliveries WHERE sub=? LIMIT ?)",
                           (sub, self.window)).fetchone()[0]
         room = min(limit, self.window - held)
         if room <= 0:
-            return
+            return False
         cursor = db.execute("SELECT cursor FROM subscriptions WHERE id=?", (sub,)).fetchone()[0]
         new = db.execute("SELECT seq, key FROM events WHERE topic=? AND seq > ? ORDER BY seq LIMIT ?",
                          (topic, cursor, room)).fetchall()
@@ -175,6 +221,7 @@ class SqliteBackend(Backend):
             db.executemany("INSERT OR IGNORE INTO deliveries(sub, seq, key) VALUES (?, ?, ?)",
                            [(sub, seq, key) for seq, key in new])
             db.execute("UPDATE subscriptions SET cursor=? WHERE id=?", (new[-1][0], sub))
+        return bool(new)
 
     def ack(self, deliveries: Sequence[Delivery]) -> None:
         if not deliveries:
@@ -227,7 +274,7 @@ class SqliteBackend(Backend):
                        (until, first[0], *first))
 
     def wait(self, timeout: float) -> None:
-        if self._listener is None or not self._listener.name.startswith(f"edbus-{os.getpid()}-"):
+        if self._listener is None or self._listener.pid != os.getpid():
             self._listener = WakeListener(self._wake_folder)
         self._listener.wait(timeout)
 
@@ -264,7 +311,7 @@ class SqliteBackend(Backend):
         return self.inspection.subscriptions(topic)
 
     def close(self) -> None:
-        if self._listener is not None:
+        if self._listener is not None and self._listener.pid == os.getpid():
             self._listener.close()
         self._sender.close()
         self.conn.close()

@@ -14,6 +14,7 @@ import os
 import secrets
 import select
 import socket
+import time
 from pathlib import Path
 
 __all__ = ["WakeListener", "WakeSender"]
@@ -23,6 +24,7 @@ class WakeSender:
     def __init__(self, folder: Path) -> None:
         self.folder = folder
         self._mtime = -1
+        self._listed_at = 0.0
         self._names: list[str] = []
         self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self._sock.setblocking(False)
@@ -32,8 +34,11 @@ class WakeSender:
             mtime = os.stat(self.folder).st_mtime_ns
         except OSError:
             return
-        if mtime != self._mtime:
-            self._mtime = mtime
+        now = time.monotonic()
+        # re-list when the folder changed, and every second anyway: mtime ticks are coarse, and a
+        # listener that joined within the same tick would otherwise be missed
+        if mtime != self._mtime or now - self._listed_at > 1.0:
+            self._mtime, self._listed_at = mtime, now
             with contextlib.suppress(OSError):
                 self._names = os.listdir(self.folder)
         for name in self._names:
@@ -53,7 +58,8 @@ class WakeListener:
     def __init__(self, folder: Path) -> None:
         self.folder = folder
         folder.mkdir(exist_ok=True)
-        self.name = f"edbus-{os.getpid()}-{secrets.token_hex(6)}"
+        self.pid = os.getpid()
+        self.name = f"edbus-{self.pid}-{secrets.token_hex(6)}"
         self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self._sock.bind("\0" + self.name)
         self._sock.setblocking(False)
