@@ -73,3 +73,12 @@ def test_nested_field_at_fault_is_named_with_its_path() -> None:
     new = record({"name": "schedule", "type": record(name="S")})
     with pytest.raises(IncompatibleSchemaError, match=r"field 'schedule\.start'"):
         check(Rule.FORWARD, new, [old], "t")
+
+
+def test_named_types_resolve_wherever_they_are_defined() -> None:
+    course = record({"name": "key", "type": "string"}, name="Course")
+    writer = record({"name": "main", "type": course}, {"name": "other", "type": "Course"})
+    # the reader defines Course in a field the writer lacks (it has a default), then refers to it
+    reader = record({"name": "extra", "type": ["null", course], "default": None},
+                    {"name": "main", "type": "Course"}, {"name": "other", "type": "Course"})
+    assert can_read(reader, writer) is None

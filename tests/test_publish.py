@@ -178,3 +178,13 @@ def test_backward_rule_refuses_a_new_required_field(bus: Bus) -> None:
     bus.publish("docs", EventType(NAME, V1, key="key"), V1("a", "t"))
     with pytest.raises(IncompatibleSchemaError, match=r"BACKWARD.*'body'.*no default"):
         bus.publish("docs", EventType(NAME, V2Required, key="key"), V2Required("a", "t", "b"))
+
+
+def test_a_version_registered_through_a_lax_topic_is_still_checked_on_a_strict_one(bus: Bus) -> None:
+    from edbus import Rule
+
+    bus.publish("strict", EventType(NAME, V1, key="key"), V1("a", "t"))
+    bus.registry.set_rule("lax", Rule.NONE)
+    bus.publish("lax", EventType(NAME, V2Removed, key="key"), V2Removed("a"))
+    with pytest.raises(IncompatibleSchemaError, match="'title'"):
+        bus.publish("strict", EventType(NAME, V2Removed, key="key"), V2Removed("b"))

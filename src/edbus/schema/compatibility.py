@@ -58,9 +58,30 @@ def _type_name(schema: Any) -> str:
     return str(schema)
 
 
+def _collect(schema: Any, names: dict[str, Any]) -> dict[str, Any]:
+    """Every named type defined anywhere in ``schema``, so references resolve in any order."""
+    if isinstance(schema, list):
+        for branch in schema:
+            _collect(branch, names)
+    elif isinstance(schema, dict):
+        kind = schema.get("type")
+        if kind in ("record", "enum", "fixed"):
+            names.setdefault(schema["name"], schema)
+        if kind == "record":
+            for field in schema.get("fields", ()):
+                _collect(field["type"], names)
+        elif kind == "array":
+            _collect(schema["items"], names)
+        elif kind == "map":
+            _collect(schema["values"], names)
+        elif isinstance(kind, (dict, list)):
+            _collect(kind, names)
+    return names
+
+
 def can_read(reader: Any, writer: Any) -> str | None:
     """None when ``reader`` can read data written with ``writer``; otherwise why not, naming the field."""
-    return _can_read(reader, writer, "", {}, {})
+    return _can_read(reader, writer, "", _collect(reader, {}), _collect(writer, {}))
 
 
 def _can_read(reader: Any, writer: Any, path: str, rnames: dict[str, Any], wnames: dict[str, Any]) -> str | None:

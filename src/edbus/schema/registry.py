@@ -96,8 +96,11 @@ class CheckedSchemaRegistry(SchemaRegistry):
             rule = self.rule(topic)
             while True:
                 existing = self.versions(event_type)
-                for v in existing:
+                for i, v in enumerate(existing):
                     if canonical(v.schema) == text:
+                        # registered already, perhaps through a topic with a laxer rule: this topic's
+                        # rule must hold too, against the versions before it
+                        check(rule, schema, [e.schema for e in existing[:i]], event_type)
                         self._registered[cache_key] = v.version
                         return v.version
                 check(rule, schema, [v.schema for v in existing], event_type)
