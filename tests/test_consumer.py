@@ -225,3 +225,37 @@ def test_handler_raising_a_base_exception_is_retried_and_dead_lettered_not_loope
 def test_subscription_names_with_dots_are_refused_so_dead_letter_topics_cannot_collide(bus: Bus) -> None:
     with pytest.raises(ConfigError, match="bad subscription name"):
         bus.consumer("a", "b.c")
+
+
+def test_read_only_store_refuses_the_publish_with_one_clear_error(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/ro.db"
+    with Bus.from_url(url) as bus:
+        bus.publish("t", SEQ, Seq("a", 1))
+    store = tmp_path / "ro.db"
+    subprocess.run(["chattr", "+i", str(store)], check=True)  # read-only even for root
+    try:
+        with pytest.raises(StoreUnavailableError, match="is read-only"):
+            with Bus.from_url(url) as bus:
+                bus.publish("t", SEQ, Seq("a", 2))
+    finally:
+        subprocess.run(["chattr", "-i", str(store)], check=True)
+    with Bus.from_url(url) as bus:
+        assert [d["n"] for _, _, d in bus.read("t")] == [1]
+
+
+def test_class_based_handlers_are_registered_with_add_handler(bus: Bus) -> None:
+    class Counter:
+        event_type = SEQ
+
+        def __init__(self) -> None:
+            self.seen: list[int] = []
+
+        def handle(self, event: Event[Seq]) -> None:
+            self.seen.append(event.data.n)
+
+    bus.publish_many("t", [(SEQ, Seq("k", n)) for n in range(3)])
+    consumer = bus.consumer("t", "s")
+    counter = Counter()
+    consumer.add_handler(counter)
+    consumer.run(max_events=3, install_signals=False)
+    assert counter.seen == [0, 1, 2]
