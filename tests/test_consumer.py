@@ -234,9 +234,8 @@ def test_read_only_store_refuses_the_publish_with_one_clear_error(tmp_path: Path
     store = tmp_path / "ro.db"
     subprocess.run(["chattr", "+i", str(store)], check=True)  # read-only even for root
     try:
-        with pytest.raises(StoreUnavailableError, match="is read-only"):
-            with Bus.from_url(url) as bus:
-                bus.publish("t", SEQ, Seq("a", 2))
+        with pytest.raises(StoreUnavailableError, match="is read-only"), Bus.from_url(url) as bus:
+            bus.publish("t", SEQ, Seq("a", 2))
     finally:
         subprocess.run(["chattr", "-i", str(store)], check=True)
     with Bus.from_url(url) as bus:
