@@ -103,3 +103,21 @@ def test_uuid_and_enum_and_datetime_survive_as_their_python_types() -> None:
     _, back = codec.decode(message(codec.encode("t", CATALOG_CHANGED, payload)), CATALOG_CHANGED)
     assert back.run_id == uuid.UUID(int=7) and back.schedule.pacing is Pacing.SELF
     assert back.schedule.start == dt.datetime(2024, 5, 1, 12, tzinfo=dt.UTC)
+
+
+def test_event_ids_differ_between_forked_processes_and_after_random_seed() -> None:
+    import os
+    import random
+
+    from edbus.events.codec import new_event_id
+
+    read, write = os.pipe()
+    random.seed(1)
+    pid = os.fork()
+    if pid == 0:  # the child: one id, through the pipe
+        os.write(write, new_event_id().encode())
+        os._exit(0)
+    os.waitpid(pid, 0)
+    child = os.read(read, 100).decode()
+    random.seed(1)
+    assert new_event_id() != child

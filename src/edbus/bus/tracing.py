@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import contextvars
-import random
 import re
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from edbus._rng import rng as _rng
 from edbus.backends.base import Delivery, ErrorInfo, Record
 from edbus.bus.middleware import Middleware, Outcome
 
@@ -16,7 +16,6 @@ if TYPE_CHECKING:
 
 __all__ = ["Tracing", "current_traceparent", "new_traceparent"]
 
-_rng = random.SystemRandom()  # unique across forked workers, whatever random.seed() was called with
 _current: contextvars.ContextVar[str | None] = contextvars.ContextVar("edbus_traceparent", default=None)
 _VALID = re.compile(r"^00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$")
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime as dt
 import io
-import random
 import socket
 import threading
 import time
@@ -19,6 +18,7 @@ from typing import Any
 import fastavro
 import fastavro.validation
 
+from edbus._rng import rng as _rng
 from edbus.backends.base import Message, Record
 from edbus.errors import (
     DecodeError,
@@ -34,7 +34,6 @@ __all__ = ["Codec", "DEFAULT_MAX_EVENT_BYTES", "SOURCE_LIB", "envelope_from_head
 
 DEFAULT_MAX_EVENT_BYTES = 1024 * 1024
 SOURCE_LIB = "edbus"
-_rng = random.SystemRandom()  # ids stay unique whatever the application does with random.seed() or fork()
 _UTC = dt.UTC
 
 

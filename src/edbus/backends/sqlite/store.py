@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import sqlite3
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from edbus._rng import rng as _rng
 from edbus.backends.base import (
     Backend,
     Delivery,
@@ -43,7 +43,6 @@ _EVENT_COLUMNS = "ev.seq, ev.id, ev.type, ev.key, ev.headers, ev.payload, ev.pub
 _HISTORY_KEEP = 100  # failed attempts kept in a delivery's history (the first and the latest ones)
 _HEARTBEAT_EVERY = 5.0  # seconds between a consumer's liveness records
 _to_json = json.JSONEncoder(separators=(",", ":")).encode
-_rng = random.SystemRandom()  # lease tokens: unaffected by random.seed() and by fork()
 
 
 def _message(row: Sequence[Any]) -> Message:
