@@ -77,7 +77,10 @@ class SqliteBackend(Backend):
     # -- producing ---------------------------------------------------------------------------
     def append(self, topic: str, records: Sequence[Record]) -> None:
         now = time.time()
-        rows = [(topic, r.id, r.type, r.key, _to_json(r.headers), r.payload, r.size, now) for r in records]
+        rows = []
+        for r in records:
+            headers = _to_json(r.headers)
+            rows.append((topic, r.id, r.type, r.key, headers, r.payload, len(headers) + len(r.payload), now))
         with self.conn.transaction(durable=True) as db:
             db.execute("INSERT OR IGNORE INTO topics(name, created) VALUES (?, ?)", (topic, now))
             cur = db.executemany("INSERT OR IGNORE INTO events(topic, id, type, key, headers, payload, size, "
