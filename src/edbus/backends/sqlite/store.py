@@ -257,10 +257,12 @@ class SqliteBackend(Backend):
             if gone.rowcount != 1:
                 return  # our lease expired and the event went to another consumer: it decides
             db.execute("INSERT OR IGNORE INTO topics(name, created) VALUES (?, ?)", (target, now))
-            db.execute("INSERT OR IGNORE INTO events(topic, id, type, key, headers, payload, size, "
+            # dead-lettered again (after a replay): the latest error and history replace the old ones
+            text = _to_json(headers)
+            db.execute("INSERT OR REPLACE INTO events(topic, id, type, key, headers, payload, size, "
                        "published_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                       (target, record.id, record.type, record.key, json.dumps(headers), record.payload,
-                        record.size, now))
+                       (target, record.id, record.type, record.key, text, record.payload,
+                        len(text) + len(record.payload), now))
 
     def extend(self, deliveries: Sequence[Delivery], lease: float) -> None:
         if not deliveries:
