@@ -1,0 +1,1 @@
+"""Plugin settings (Open edX plugin convention: ``plugin_settings(settings)`` per environment)."""

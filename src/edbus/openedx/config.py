@@ -1,0 +1,114 @@
+"""The edbus settings of an Open edX service, read from Django settings, and its process-wide Bus.
+
+Every setting has the ``EDBUS_`` prefix except openedx-events' own (``EVENT_BUS_TOPIC_PREFIX``). Defaults
+and annotations live in ``edbus.contrib.django.settings.common``; this module reads them with the same
+defaults so the adapter also works without the Django app installed.
+"""
+
+from __future__ import annotations
+
+import atexit
+import dataclasses
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+from edbus.backends.base import Mode, StartAt
+from edbus.bus.bus import Bus
+from edbus.bus.retries import Backoff
+from edbus.errors import ConfigError
+
+__all__ = ["ConsumerOptions", "close_bus", "get_bus", "setting", "topic_prefix"]
+
+_lock = threading.Lock()
+_bus: Bus | None = None
+
+
+def setting(name: str, default: Any = None) -> Any:
+    from django.conf import settings
+
+    return getattr(settings, name, default)
+
+
+def topic_prefix() -> str:
+    """``EVENT_BUS_TOPIC_PREFIX`` joined as the Kafka and Redis implementations do: ``<prefix>-<topic>``."""
+    prefix = setting("EVENT_BUS_TOPIC_PREFIX", "") or ""
+    if not isinstance(prefix, str):
+        raise ConfigError(f"EVENT_BUS_TOPIC_PREFIX must be a string, not {type(prefix).__name__}")
+    return f"{prefix}-" if prefix else ""
+
+
+def get_bus() -> Bus:
+    """The process's Bus on ``EDBUS_URL`` (default: ``$EDBUS_URL``, else the embedded store's default
+    path), with ``EVENT_BUS_TOPIC_PREFIX``; closed at interpreter exit."""
+    global _bus
+    with _lock:
+        if _bus is None:
+            url = setting("EDBUS_URL") or None
+            retention = setting("EDBUS_RETENTION_SECONDS", 7 * 24 * 3600.0)
+            _bus = Bus.from_url(url, source=setting("EDBUS_SOURCE", "openedx"), topic_prefix=topic_prefix(),
+                                retention=retention)
+            atexit.register(close_bus)
+        return _bus
+
+
+def close_bus() -> None:
+    """Close the process's Bus (every send is durable when it returns: there is nothing to flush)."""
+    global _bus
+    with _lock:
+        if _bus is not None:
+            _bus.close()
+            _bus = None
+
+
+def _number(options: Mapping[str, Any], name: str, default: Any, kind: type) -> Any:
+    value = options.get(name, default)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and value != int(value)):
+        raise ConfigError(f"{name} must be a {'whole ' if kind is int else ''}number, not {value!r}")
+    return kind(value)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ConsumerOptions:
+    """What ``consume_events --extra JSON`` may set, over the ``EDBUS_CONSUMER_*`` settings."""
+
+    mode: Mode = Mode.KEY_ORDERED
+    concurrency: int = 1
+    max_attempts: int = 5
+    backoff: Backoff = dataclasses.field(default_factory=Backoff)
+    start: StartAt = dataclasses.field(default_factory=StartAt)  # where a new subscription starts
+    replay_from: StartAt | None = None  # move the cursor there before consuming (offset_time)
+    lease: float = 30.0
+    max_events: int | None = None
+    idle_timeout: float | None = None
+
+    KEYS = ("mode", "concurrency", "max_attempts", "backoff_base", "backoff_max", "start", "offset_time",
+            "replay_from", "lease", "max_events", "idle_timeout")
+
+    @classmethod
+    def from_settings(cls, extra: Mapping[str, Any]) -> ConsumerOptions:
+        unknown = sorted(set(extra) - set(cls.KEYS))
+        if unknown:
+            raise ConfigError(f"unknown consume_events --extra option(s) {', '.join(unknown)}: "
+                              f"the edbus consumer takes {', '.join(cls.KEYS)}")
+        options = {**{k: setting(f"EDBUS_CONSUMER_{k.upper()}") for k in cls.KEYS[:7]}, **extra}
+        options = {k: v for k, v in options.items() if v is not None}
+        try:
+            mode = Mode(options.get("mode", "key_ordered"))
+        except ValueError:
+            raise ConfigError(f"mode {options['mode']!r}: use key_ordered, shared or exclusive") from None
+        replay = options.get("replay_from") or options.get("offset_time")
+        backoff = Backoff(base=_number(options, "backoff_base", 0.5, float),
+                          maximum=_number(options, "backoff_max", 300.0, float))
+        made = cls(mode=mode, concurrency=_number(options, "concurrency", 1, int),
+                   max_attempts=_number(options, "max_attempts", 5, int), backoff=backoff,
+                   start=StartAt.parse(str(options.get("start", "earliest"))),
+                   replay_from=StartAt.parse(str(replay)) if replay else None,
+                   lease=_number(options, "lease", 30.0, float),
+                   max_events=_number(options, "max_events", None, int),
+                   idle_timeout=_number(options, "idle_timeout", None, float))
+        if made.concurrency < 1 or made.max_attempts < 1 or made.lease <= 0:
+            raise ConfigError("concurrency and max_attempts must be >= 1, lease > 0")
+        return made

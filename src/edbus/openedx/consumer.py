@@ -1,0 +1,109 @@
+"""``EventBusConsumer`` on edbus: ``EVENT_BUS_CONSUMER = "edbus.openedx.EdbusConsumer"``.
+
+Each event is decoded with openedx-events' own deserializer and re-emitted as the same signal with the
+producer's metadata (``send_event_with_custom_metadata``). Unlike the Kafka and Redis consumers, an event
+whose receiver raised is not acknowledged: it is retried with backoff, then dead-lettered with the error.
+An event that names no known signal, or does not decode, is dead-lettered at once with the reason.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from openedx_events.event_bus import EventBusConsumer
+from openedx_events.exceptions import SenderValidationError
+from openedx_events.tooling import load_all_signals, prepare_for_new_work_cycle
+
+from edbus.errors import DecodeError
+from edbus.events.types import Event
+from edbus.openedx.config import ConsumerOptions, get_bus
+from edbus.openedx.serialization import SignalCodec, metadata_from_envelope, signal_for_type
+
+__all__ = ["ConsumerFatalError", "EdbusConsumer", "ReceiverError"]
+
+log = logging.getLogger("edbus.openedx.consumer")
+
+
+class ReceiverError(Exception):
+    """One or more of a signal's receivers raised: the event is retried, then dead-lettered."""
+
+
+class ConsumerFatalError(SystemExit):
+    """The consumer cannot go on (bad options, store unusable). A ``SystemExit`` with code 1, so that
+    openedx-events' ``consume_events`` command, which catches ``Exception`` and exits 0, exits 1."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(1)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class EdbusConsumer(EventBusConsumer):
+    """A consumer of ``topic`` in subscription ``group_id``; ``extra`` is ``consume_events --extra``.
+
+    Options are checked when consuming starts, not here: openedx-events replaces a consumer whose
+    constructor raises by a stub, which would hide the reason.
+    """
+
+    def __init__(self, topic: str, group_id: str, **extra: Any) -> None:
+        self.topic = topic
+        self.group_id = group_id
+        self.extra: Mapping[str, Any] = extra
+        self.consumer: Any = None
+        self._codec: SignalCodec | None = None
+
+    def emit(self, event: Event[Any]) -> None:
+        """Re-emit one decoded event as its signal (the fallback handler of the edbus consumer)."""
+        assert self._codec is not None
+        prepare_for_new_work_cycle()
+        signal = signal_for_type(event.type)
+        data = self._codec.decode(signal, event.data)
+        metadata = metadata_from_envelope(event.envelope)
+        try:
+            responses = signal.send_event_with_custom_metadata(metadata, **data)
+        except SenderValidationError as exc:
+            raise DecodeError(f"{event.type}: the data does not fit the signal: {exc}") from None
+        failures = [(receiver, result) for receiver, result in responses or ()
+                    if isinstance(result, BaseException)]
+        if failures:
+            names = "; ".join(f"{getattr(r, '__module__', '?')}.{getattr(r, '__qualname__', r)}: "
+                              f"{type(e).__name__}: {e}" for r, e in failures)
+            raise ReceiverError(f"{len(failures)} receiver(s) of {event.type} failed: {names}") from failures[0][1]
+
+    def consume_indefinitely(self) -> None:
+        """Consume until SIGTERM/SIGINT (or ``max_events`` / ``idle_timeout`` from ``--extra``).
+
+        A fatal error is logged and raised as ``ConsumerFatalError`` (exit code 1).
+        """
+        try:
+            options = ConsumerOptions.from_settings(self.extra)
+            load_all_signals()
+            bus = get_bus()
+            self._codec = SignalCodec(bus.registry)
+            consumer = bus.consumer(self.topic, self.group_id, mode=options.mode, start=options.start,
+                                    concurrency=options.concurrency, max_attempts=options.max_attempts,
+                                    backoff=options.backoff, lease=options.lease)
+            if options.replay_from is not None:
+                bus.backend.subscribe(consumer.topic, self.group_id, options.mode, options.start)
+                bus.backend.seek(consumer.topic, self.group_id, options.replay_from)
+                log.info("edbus: subscription %s of %s moved to %s", self.group_id, consumer.topic,
+                         options.replay_from)
+            consumer.add_fallback(self.emit)
+            self.consumer = consumer
+            log.info("edbus: consuming %s as subscription %s (%s, concurrency %d, max_attempts %d)",
+                     consumer.topic, self.group_id, options.mode.value, options.concurrency, options.max_attempts)
+            processed = consumer.run(max_events=options.max_events, idle_timeout=options.idle_timeout)
+            log.info("edbus: consumer of %s stopped after %d event(s)", consumer.topic, processed)
+        except Exception as exc:
+            log.exception("edbus: the consumer of %s (subscription %s) stopped on a fatal error", self.topic,
+                          self.group_id)
+            raise ConsumerFatalError(f"edbus consumer: {type(exc).__name__}: {exc}") from exc
+
+    def stop(self) -> None:
+        """Stop consuming (from another thread): in-flight events finish and are acknowledged."""
+        if self.consumer is not None:
+            self.consumer.stop()

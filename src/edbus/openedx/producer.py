@@ -1,0 +1,51 @@
+"""``EventBusProducer`` on edbus: ``EVENT_BUS_PRODUCER = "edbus.openedx.create_producer"``."""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from openedx_events.event_bus import EventBusProducer
+
+from edbus.bus.bus import Bus
+from edbus.openedx.config import close_bus, get_bus
+from edbus.openedx.serialization import SignalCodec
+
+__all__ = ["EdbusProducer", "create_producer"]
+
+log = logging.getLogger("edbus.openedx.producer")
+
+
+class EdbusProducer(EventBusProducer):
+    """Sends signal events to the bus. ``send`` returns once the event is durable (on disk in the embedded
+    store), and raises when it is not: unlike the Kafka and Redis producers, a failure is never only logged.
+    """
+
+    def __init__(self, bus: Bus) -> None:
+        self.bus = bus
+        self.codec = SignalCodec(bus.registry)
+
+    def send(self, *, signal: Any, topic: str, event_key_field: str, event_data: Mapping[str, Any],
+             event_metadata: Any) -> None:
+        """Send one event to ``topic`` (without the ``EVENT_BUS_TOPIC_PREFIX``, which is added here)."""
+        full_topic = self.bus.topic(topic)
+        try:
+            record = self.codec.encode(full_topic, signal, event_key_field, event_data, event_metadata)
+            self.bus.publish_encoded(topic, [record])
+        except Exception:
+            log.exception("edbus: could not send %s %s to topic %s", getattr(signal, "event_type", signal),
+                          getattr(event_metadata, "id", "?"), full_topic)
+            raise
+
+    def prepare_for_shutdown(self) -> None:
+        """Close the store. Every ``send`` is durable when it returns, so nothing waits to be flushed."""
+        close_bus()
+        create_producer.cache_clear()
+
+
+@functools.lru_cache(maxsize=1)
+def create_producer() -> EdbusProducer:
+    """The process's producer (cached), on the Bus of ``EDBUS_URL``; the value of ``EVENT_BUS_PRODUCER``."""
+    return EdbusProducer(get_bus())

@@ -1,0 +1,8 @@
+"""A consuming service (think: course discovery): receivers record every event they get."""
+
+from __future__ import annotations
+
+from tests.openedx.base_settings import *  # noqa: F403
+
+INSTALLED_APPS = ["openedx_events", "edbus.contrib.django", "tests.openedx.consuming_service"]
+EVENT_BUS_PRODUCER_CONFIG: dict[str, object] = {}
