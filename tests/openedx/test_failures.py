@@ -105,3 +105,10 @@ def test_a_producer_that_does_not_load_stops_the_service_at_start_up(tmp_path: P
     done = services.manage(PRODUCING, "check", check=False, BAD_PRODUCER="edbus.openedx.no_such_producer")
     assert done.returncode != 0
     assert "EVENT_BUS_PRODUCER 'edbus.openedx.no_such_producer' does not load" in done.stderr
+
+
+def test_a_store_that_does_not_open_stops_the_producing_service_at_start_up(tmp_path: Path) -> None:
+    services = Services(tmp_path)
+    done = services.manage(PRODUCING, "check", check=False, EDBUS_URL="kafka://localhost:9092")
+    assert done.returncode != 0
+    assert "the store (EDBUS_URL) does not open: bad URL 'kafka://localhost:9092'" in done.stderr

@@ -23,29 +23,42 @@ class EdbusProducer(EventBusProducer):
     store), and raises when it is not: unlike the Kafka and Redis producers, a failure is never only logged.
     """
 
-    def __init__(self, bus: Bus) -> None:
-        self.bus = bus
-        self.codec = SignalCodec(bus.registry)
+    def __init__(self) -> None:
+        self._codec: tuple[Bus, SignalCodec] | None = None
+
+    @property
+    def bus(self) -> Bus:
+        """The process's Bus, opened on first use (so a pre-fork server opens it in each worker)."""
+        return get_bus()
+
+    @property
+    def codec(self) -> SignalCodec:
+        bus = get_bus()
+        found = self._codec
+        if found is None or found[0] is not bus:
+            found = self._codec = (bus, SignalCodec(bus.registry))
+        return found[1]
 
     def send(self, *, signal: Any, topic: str, event_key_field: str, event_data: Mapping[str, Any],
              event_metadata: Any) -> None:
         """Send one event to ``topic`` (without the ``EVENT_BUS_TOPIC_PREFIX``, which is added here)."""
-        full_topic = self.bus.topic(topic)
+        bus = self.bus
+        full_topic = bus.topic(topic)
         try:
             record = self.codec.encode(full_topic, signal, event_key_field, event_data, event_metadata)
-            self.bus.publish_encoded(topic, [record])
+            bus.publish_encoded(topic, [record])
         except Exception:
             log.exception("edbus: could not send %s %s to topic %s", getattr(signal, "event_type", signal),
                           getattr(event_metadata, "id", "?"), full_topic)
             raise
 
     def prepare_for_shutdown(self) -> None:
-        """Close the store. Every ``send`` is durable when it returns, so nothing waits to be flushed."""
+        """Close the store (a later ``send`` opens it again). Every ``send`` is durable when it returns, so
+        nothing waits to be flushed."""
         close_bus()
-        create_producer.cache_clear()
 
 
 @functools.lru_cache(maxsize=1)
 def create_producer() -> EdbusProducer:
     """The process's producer (cached), on the Bus of ``EDBUS_URL``; the value of ``EVENT_BUS_PRODUCER``."""
-    return EdbusProducer(get_bus())
+    return EdbusProducer()

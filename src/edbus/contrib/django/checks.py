@@ -15,7 +15,7 @@ from openedx_events.tooling import OpenEdxPublicSignal, load_all_signals
 
 from edbus.bus.bus import check_topic
 from edbus.errors import EdbusError
-from edbus.openedx.config import setting
+from edbus.openedx.config import close_bus, setting
 
 __all__ = ["check_key_field", "check_producer_config"]
 
@@ -74,6 +74,12 @@ def check_producer_config() -> None:
     producer = _load_producer(path)
     if not type(producer).__module__.startswith("edbus."):
         return  # another implementation: its own rules
+    try:
+        producer.bus  # noqa: B018 - opens the store: a bad EDBUS_URL or an unwritable folder fails here
+    except EdbusError as exc:
+        raise ImproperlyConfigured(f"EVENT_BUS_PRODUCER {path!r}: the store (EDBUS_URL) does not open: {exc}") from exc
+    finally:
+        close_bus()  # no store connection may cross the fork of a pre-fork server: workers open their own
     load_all_signals()
     for (event_type, topic), topic_config in enabled.items():
         try:
