@@ -20,12 +20,14 @@ def _by_id(rows: list[dict[str, object]]) -> dict[object, tuple[object, object, 
     return {r["event_id"]: (r["event_type"], r["metadata"], r["data"]) for r in rows}
 
 
-def test_every_serializable_signal_arrives_as_the_same_signal_with_equal_data_and_metadata(tmp_path: Path) -> None:
+@pytest.mark.parametrize("extra", [None, {"mode": "shared", "concurrency": 4}], ids=["default", "shared-4-threads"])
+def test_every_serializable_signal_arrives_as_the_same_signal_with_equal_data_and_metadata(
+        tmp_path: Path, extra: dict[str, object] | None) -> None:
     services = Services(tmp_path)
-    consumer = services.start_consumer()
-    services.manage(PRODUCING, "send_all_signals")
+    consumer = services.start_consumer(extra)
+    services.manage(PRODUCING, "send_all_signals", "--rounds", "3")
     sent = services.sent()
-    assert len(sent) == len(serializable_signals()) >= 60
+    assert len(sent) == 3 * len(serializable_signals()) >= 180
     assert {r["event_type"] for r in sent} == {s.event_type for s in serializable_signals()}
 
     eventually(lambda: len(services.received()) >= len(sent), timeout=60)
