@@ -70,15 +70,20 @@ def test_unknown_signal_and_undecodable_payload_are_dead_lettered_with_the_reaso
             return Record(event_id, event_type, "k", {**headers, "ce_id": event_id, "ce_type": event_type}, payload)
 
         unknown = bad("org.openedx.learning.no_such.thing.v1", stored.record.payload)
+        # a type whose schema the store knows (a newer producer's) but no signal of this service has
+        newer = bad("org.openedx.learning.newer.thing.v1", stored.record.payload)
+        bus.registry.register(bus.topic(TOPIC), newer.type, bus.registry.get(CATALOG_TYPE, 1))
         garbage = bad(CATALOG_TYPE, b"\xff\xff\xff\xff\xff\xff")
-        bus.publish_encoded(TOPIC, [unknown, garbage])
+        bus.publish_encoded(TOPIC, [unknown, newer, garbage])
     after = _catalog_change(services, "course-v1:edX+After+2024", "After course")
 
     services.manage(CONSUMING, "consume_events", "-t", TOPIC, "-g", GROUP, "--extra", '{"idle_timeout": 0.3}')
     assert [r["event_id"] for r in services.received()] == [good, after]
     letters = {str(d["id"]): d for d in _dead_letters(services)}
-    assert set(letters) == {unknown.id, garbage.id}
+    assert set(letters) == {unknown.id, newer.id, garbage.id}
     assert "org.openedx.learning.no_such.thing.v1" in str(letters[unknown.id]["error_message"])
+    assert "no OpenEdxPublicSignal has event type 'org.openedx.learning.newer.thing.v1'" in str(
+        letters[newer.id]["error_message"])
     assert "does not decode" in str(letters[garbage.id]["error_message"])
     assert all(d["attempts"] == 1 for d in letters.values())  # no retries: retrying cannot help
 

@@ -93,7 +93,7 @@ class ConsumerOptions:
         if unknown:
             raise ConfigError(f"unknown consume_events --extra option(s) {', '.join(unknown)}: "
                               f"the edbus consumer takes {', '.join(cls.KEYS)}")
-        options = {**{k: setting(f"EDBUS_CONSUMER_{k.upper()}") for k in cls.KEYS[:7]}, **extra}
+        options = {**{k: setting(f"EDBUS_CONSUMER_{k.upper()}") for k in cls.KEYS[:6]}, **extra}
         options = {k: v for k, v in options.items() if v is not None}
         try:
             mode = Mode(options.get("mode", "key_ordered"))
