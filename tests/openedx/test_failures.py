@@ -117,3 +117,14 @@ def test_a_store_that_does_not_open_stops_the_producing_service_at_start_up(tmp_
     done = services.manage(PRODUCING, "check", check=False, EDBUS_URL="kafka://localhost:9092")
     assert done.returncode != 0
     assert "the store (EDBUS_URL) does not open: bad URL 'kafka://localhost:9092'" in done.stderr
+
+
+def test_dead_letter_and_replay_commands_report_a_mistake_in_one_line_and_exit_1(tmp_path: Path) -> None:
+    services = Services(tmp_path)
+    _catalog_change(services, "course-v1:edX+Good+2024", "Good course")
+    done = services.manage(CONSUMING, "edbus_dlq", "list", "-t", TOPIC, "-g", "nobody", check=False)
+    assert done.returncode == 1
+    assert done.stderr.strip() == ("CommandError: no subscription 'nobody' on topic 'test-all-signals' "
+                                   "(edbus subscriptions lists them)")
+    done = services.manage(CONSUMING, "edbus_replay", "-t", TOPIC, "-g", GROUP, "--to", "yesterday", check=False)
+    assert done.returncode == 2 and "bad start position 'yesterday'" in done.stderr
