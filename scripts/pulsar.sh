@@ -1,0 +1,116 @@
+#!/usr/bin/env bash
+# A real Apache Pulsar standalone broker on loopback (6650, admin 8080), from Maven Central. No Docker.
+#   scripts/pulsar.sh fetch    resolve the broker's runtime classpath into the cache (once)
+#   scripts/pulsar.sh start    fetch if needed, start, wait until ready (120 s limit; log shown on failure)
+#   scripts/pulsar.sh stop     stop it (SIGTERM, then SIGKILL after 30 s)
+#   scripts/pulsar.sh status   running and ready?
+#   scripts/pulsar.sh wipe     stop it and delete its data (topics, cursors, schemas)
+# Environment: EDBUS_CACHE (default ~/.cache/edbus), EDBUS_PULSAR_DATA (default: <cache>/pulsar-data).
+set -euo pipefail
+shopt -s inherit_errexit
+
+PULSAR_VERSION=3.0.7          # 3.0.x LTS: runs on Java 17
+MAVEN_VERSION=3.9.9           # Maven 3.8's resolver does not finish on pulsar-broker's dependency graph
+here=$(cd "$(dirname "$0")" && pwd)
+cache=${EDBUS_CACHE:-$HOME/.cache/edbus}
+home=$cache/pulsar-$PULSAR_VERSION
+data=${EDBUS_PULSAR_DATA:-$cache/pulsar-data}
+repo=$cache/m2  # Maven's own download cache, kept beside the rest
+pidfile=$data/broker.pid
+log=$data/broker.log
+admin=http://127.0.0.1:8080
+
+maven() {
+  local mvn=$cache/apache-maven-$MAVEN_VERSION/bin/mvn
+  if [ ! -x "$mvn" ]; then
+    echo "pulsar.sh: fetching Maven $MAVEN_VERSION from Maven Central" >&2
+    mvn -q -B -s "$here/pulsar/settings.xml" -Dmaven.repo.local="$repo" dependency:get -Dtransitive=false \
+      -Dartifact=org.apache.maven:apache-maven:$MAVEN_VERSION:tar.gz:bin >&2
+    mkdir -p "$cache"
+    tar xzf "$repo/org/apache/maven/apache-maven/$MAVEN_VERSION/apache-maven-$MAVEN_VERSION-bin.tar.gz" -C "$cache"
+  fi
+  echo "$mvn"
+}
+
+fetch() {
+  [ -f "$home/lib/.complete" ] && return 0
+  echo "pulsar.sh: resolving Apache Pulsar $PULSAR_VERSION (pulsar-broker and its runtime dependencies)" >&2
+  local mvn
+  mvn=$(maven)
+  rm -rf "$home/lib"
+  mkdir -p "$home/lib"
+  "$mvn" -q -B -s "$here/pulsar/settings.xml" -Dmaven.repo.local="$repo" -f "$here/pulsar/pom.xml" \
+    dependency:copy-dependencies \
+    -DincludeScope=runtime -DoutputDirectory="$home/lib"
+  touch "$home/lib/.complete"
+}
+
+ready() {
+  curl -sf --max-time 2 "$admin/admin/v2/clusters" >/dev/null 2>&1 &&
+    curl -sf --max-time 2 "$admin/admin/v2/namespaces/public" 2>/dev/null | grep -q 'public/default'
+}
+
+running() { [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; }
+
+start() {
+  if running && ready; then echo "pulsar.sh: already running (pid $(cat "$pidfile"))"; return 0; fi
+  fetch
+  mkdir -p "$data"
+  # the JDK's module system hides internals Pulsar reads (bin/pulsar opens the same ones)
+  local opens="--add-opens java.base/java.io=ALL-UNNAMED --add-opens java.base/java.lang=ALL-UNNAMED
+    --add-opens java.base/java.nio=ALL-UNNAMED --add-opens java.base/sun.nio.ch=ALL-UNNAMED
+    --add-opens java.base/java.util.zip=ALL-UNNAMED --add-opens java.base/jdk.internal.platform=ALL-UNNAMED
+    --add-opens java.base/sun.net=ALL-UNNAMED --add-opens java.management/sun.management=ALL-UNNAMED
+    --add-opens jdk.management/com.sun.management.internal=ALL-UNNAMED -Dio.netty.tryReflectionSetAccessible=true"
+  # shellcheck disable=SC2086
+  cd "$data"  # anything the broker writes relative to its working directory stays in the data folder
+  nohup java -Xms256m -Xmx1g -XX:+UseG1GC -XX:ParallelGCThreads=2 -XX:ConcGCThreads=1 $opens \
+    -Dpulsar.log.level=info -cp "$home/lib/*" org.apache.pulsar.PulsarStandaloneStarter \
+    --config "$here/pulsar/standalone.conf" --no-functions-worker --no-stream-storage \
+    --bookkeeper-dir "$data/bookkeeper" --metadata-dir "$data/metadata" >"$log" 2>&1 &
+  echo $! >"$pidfile"
+  local deadline=$((SECONDS + 120))
+  until ready; do
+    if ! running || [ $SECONDS -ge $deadline ]; then
+      echo "pulsar.sh: the broker did not become ready within 120 s; its log:" >&2
+      tail -n 80 "$log" >&2
+      stop >/dev/null 2>&1 || true
+      return 1
+    fi
+    sleep 1
+  done
+  echo "pulsar.sh: Apache Pulsar $PULSAR_VERSION ready on pulsar://127.0.0.1:6650 (admin $admin, pid $(cat "$pidfile"))"
+}
+
+stop() {
+  if ! running; then echo "pulsar.sh: not running"; rm -f "$pidfile"; return 0; fi
+  local pid
+  pid=$(cat "$pidfile")
+  kill -TERM "$pid"
+  for _ in $(seq 1 30); do kill -0 "$pid" 2>/dev/null || break; sleep 1; done
+  kill -0 "$pid" 2>/dev/null && kill -KILL "$pid"
+  rm -f "$pidfile"
+  echo "pulsar.sh: stopped"
+}
+
+status() {
+  if running && ready; then echo "pulsar.sh: running and ready (pid $(cat "$pidfile"))"; return 0; fi
+  if running; then echo "pulsar.sh: running (pid $(cat "$pidfile")), not ready"; return 1; fi
+  echo "pulsar.sh: not running"
+  return 1
+}
+
+wipe() {
+  stop
+  rm -rf "$data"
+  echo "pulsar.sh: deleted $data"
+}
+
+case "${1:-}" in
+  fetch) fetch ;;
+  wipe) wipe ;;
+  start) start ;;
+  stop) stop ;;
+  status) status ;;
+  *) echo "usage: scripts/pulsar.sh fetch|start|stop|status|wipe" >&2; exit 2 ;;
+esac
