@@ -296,6 +296,14 @@ class TestReplayAndRetention:
         assert ids(backend.fetch("t", "failing", "c", 10, 30)) == ["e1", "e2"]
         assert backend.fetch("t", "fine", "c", 10, 30) == []
 
+    def test_positions_are_never_reused_after_the_newest_events_are_deleted(self, backend: Backend) -> None:
+        backend.subscribe("t", "s", Mode.SHARED, StartAt())
+        backend.append("t", [rec(i, None) for i in range(3)])
+        backend.ack(backend.fetch("t", "s", "c", 10, 30))
+        assert backend.enforce_retention(time.time() + 1) == 3  # every event gone, the newest too
+        backend.append("t", [rec(9, None)])
+        assert ids(backend.fetch("t", "s", "c", 10, 30)) == ["e9"]  # not hidden behind the cursor
+
     def test_retention_keeps_events_younger_than_the_period(self, backend: Backend) -> None:
         backend.subscribe("t", "s", Mode.SHARED, StartAt())
         backend.append("t", [rec(1, None)])
