@@ -128,3 +128,21 @@ def test_dead_letter_and_replay_commands_report_a_mistake_in_one_line_and_exit_1
                                    "(edbus subscriptions lists them)")
     done = services.manage(CONSUMING, "edbus_replay", "-t", TOPIC, "-g", GROUP, "--to", "yesterday", check=False)
     assert done.returncode == 2 and "bad start position 'yesterday'" in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("service", "env", "message"),
+    [
+        (PRODUCING, {"EDBUS_URL": ""}, "EDBUS_URL is not set"),
+        (PRODUCING, {"EDBUS_URL": "sqlite:///relative/edbus.db"}, "is a relative path"),
+        (PRODUCING, {"EVENT_BUS_TOPIC_PREFIX": "dev env"}, "EVENT_BUS_TOPIC_PREFIX 'dev env'"),
+        (CONSUMING, {"BAD_CONSUMER": "edbus.openedx.NoSuchConsumer"},
+         "EVENT_BUS_CONSUMER 'edbus.openedx.NoSuchConsumer' does not load"),
+        (CONSUMING, {"EDBUS_URL": ""}, "EDBUS_URL is not set"),
+    ],
+)
+def test_a_store_or_consumer_setting_that_would_split_or_drop_events_stops_the_service_at_start_up(
+        tmp_path: Path, service: str, env: dict[str, str], message: str) -> None:
+    done = Services(tmp_path).manage(service, "check", check=False, **env)
+    assert done.returncode != 0
+    assert message in done.stderr

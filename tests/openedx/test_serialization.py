@@ -43,3 +43,20 @@ def test_metadata_rebuilt_from_the_stored_envelope_equals_the_producers(tmp_path
         bus.publish_encoded("t", [record])
         ((_, envelope, _),) = list(bus.read("t"))
         assert metadata_from_envelope(envelope) == metadata
+
+
+def test_metadata_keeps_empty_source_fields_and_accepts_an_edbus_tool_sourcelib() -> None:
+    import datetime as dt
+    import uuid as uuid_module
+
+    from edbus.events.types import Envelope
+    from edbus.openedx.serialization import metadata_from_envelope
+
+    def envelope(sourcehost: str, sourcelib: str) -> Envelope:
+        return Envelope(str(uuid_module.uuid4()), "org.openedx.content_authoring.course.catalog_info.changed.v1",
+                        "openedx/cms/web", dt.datetime.now(dt.UTC), 0, sourcehost, sourcelib)
+
+    empty = metadata_from_envelope(envelope("", ""))
+    assert empty.sourcehost == "" and empty.sourcelib == ()
+    tool = metadata_from_envelope(envelope("studio-1", "edbus"))  # from `edbus publish`: no version
+    assert tool.sourcehost == "studio-1" and isinstance(tool.sourcelib, tuple)

@@ -98,6 +98,11 @@ class Consumer:
         """Register a class-based handler."""
         self.add(handler.event_type, handler.handle)
 
+    @property
+    def stopping(self) -> bool:
+        """True once ``stop()`` was called or a stop signal arrived (handlers waiting on something may give up)."""
+        return self._stop.is_set() or self._signalled
+
     def stop(self) -> None:
         """Take no new events; ``run`` returns once in-flight ones are finished and acked."""
         self._stop.set()

@@ -9,6 +9,7 @@ An event that names no known signal, or does not decode, is dead-lettered at onc
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -59,7 +60,7 @@ class EdbusConsumer(EventBusConsumer):
     def emit(self, event: Event[Any]) -> None:
         """Re-emit one decoded event as its signal (the fallback handler of the edbus consumer)."""
         assert self._codec is not None
-        prepare_for_new_work_cycle()
+        self._prepare_work_cycle(event)
         signal = signal_for_type(event.type)
         data = self._codec.decode(signal, event.data)
         metadata = metadata_from_envelope(event.envelope)
@@ -107,3 +108,25 @@ class EdbusConsumer(EventBusConsumer):
         """Stop consuming (from another thread): in-flight events finish and are acknowledged."""
         if self.consumer is not None:
             self.consumer.stop()
+
+    def _prepare_work_cycle(self, event: Event[Any]) -> None:
+        """``prepare_for_new_work_cycle()`` (stale DB connections), waiting out a database outage.
+
+        A failure here is the service's infrastructure, not the event: counting it as a receiver failure
+        would dead-letter events (and break per-key order) during a database restart. So the worker waits
+        with backoff, holding the event (the runtime renews its lease), until the database is back or the
+        consumer is stopping (then it counts as one failed attempt and is retried later).
+        """
+        pause = 0.5
+        while True:
+            try:
+                prepare_for_new_work_cycle()
+                return
+            except Exception as exc:
+                if self.consumer is not None and self.consumer.stopping:
+                    raise ReceiverError(f"the service's database is unavailable: {type(exc).__name__}: "
+                                        f"{exc}") from exc
+                log.warning("edbus: preparing to handle %s failed (%s: %s); retrying in %.1f s", event.id,
+                            type(exc).__name__, exc, pause)
+                time.sleep(pause)
+                pause = min(pause * 2, 30.0)

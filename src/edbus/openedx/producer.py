@@ -10,7 +10,7 @@ from typing import Any
 from openedx_events.event_bus import EventBusProducer
 
 from edbus.bus.bus import Bus
-from edbus.openedx.config import close_bus, get_bus
+from edbus.openedx.config import get_bus
 from edbus.openedx.serialization import SignalCodec
 
 __all__ = ["EdbusProducer", "create_producer"]
@@ -48,14 +48,31 @@ class EdbusProducer(EventBusProducer):
             record = self.codec.encode(full_topic, signal, event_key_field, event_data, event_metadata)
             bus.publish_encoded(topic, [record])
         except Exception:
-            log.exception("edbus: could not send %s %s to topic %s", getattr(signal, "event_type", signal),
-                          getattr(event_metadata, "id", "?"), full_topic)
+            # openedx-events calls send() through send_robust, which swallows this exception: the log is
+            # then all that is left, so it carries everything needed to send the event again
+            log.exception("edbus: could not send %s %s to topic %s; event data: %s; metadata: %s",
+                          getattr(signal, "event_type", signal), getattr(event_metadata, "id", "?"),
+                          full_topic, _describe(event_data), _describe_metadata(event_metadata))
             raise
 
     def prepare_for_shutdown(self) -> None:
-        """Close the store (a later ``send`` opens it again). Every ``send`` is durable when it returns, so
-        nothing waits to be flushed."""
-        close_bus()
+        """Nothing to flush: every ``send`` is durable when it returns. The store stays open: the Bus is
+        shared by every thread (and a consumer) of the process, and closing it under them would lose
+        their events."""
+
+
+def _describe(value: Any) -> str:
+    try:
+        return repr(value)[:20_000]
+    except Exception as exc:  # a broken __repr__ must not hide the send error
+        return f"<unprintable: {type(exc).__name__}>"
+
+
+def _describe_metadata(metadata: Any) -> str:
+    try:
+        return str(metadata.to_json())
+    except Exception:
+        return _describe(metadata)
 
 
 @functools.lru_cache(maxsize=1)

@@ -73,6 +73,17 @@ def headers_from_metadata(metadata: Any, schema_version: int) -> dict[str, str]:
     }
 
 
+def _parse_sourcelib(text: str) -> tuple[int, ...] | None:
+    """``"10.5.0"`` → ``(10, 5, 0)``; empty → ``()``; not a version (an event from an edbus tool, whose
+    sourcelib is ``edbus``) → None, so openedx-events fills in its own version instead of refusing it."""
+    if not text:
+        return ()
+    try:
+        return tuple(int(part) for part in text.split("."))
+    except ValueError:
+        return None
+
+
 def metadata_from_envelope(envelope: Envelope) -> Any:
     """The producer's ``EventsMetadata``, rebuilt from a decoded envelope; ``DecodeError`` if it is not one."""
     try:
@@ -81,9 +92,9 @@ def metadata_from_envelope(envelope: Envelope) -> Any:
             id=uuid.UUID(envelope.id),
             minorversion=envelope.minorversion,
             source=envelope.source,
-            sourcehost=envelope.sourcehost or None,
+            sourcehost=envelope.sourcehost,  # as sent, even empty: never the consumer's own host
             time=envelope.time,
-            sourcelib=tuple(map(int, envelope.sourcelib.split("."))) if envelope.sourcelib else None,
+            sourcelib=_parse_sourcelib(envelope.sourcelib),
         )
     except (ValueError, TypeError) as exc:
         raise DecodeError(f"envelope of {envelope.id} is not openedx-events metadata: "

@@ -28,10 +28,11 @@ class EdbusConfig(AppConfig):
     def ready(self) -> None:
         from django.conf import settings
 
-        from edbus.contrib.django.checks import check_producer_config
+        from edbus.contrib.django.checks import check_consumer_config, check_producer_config
         from edbus.contrib.django.settings.common import plugin_settings
         from edbus.openedx.config import setting
 
         plugin_settings(settings)  # defaults for a service that lists the app without the plugin machinery
         if setting("EDBUS_CHECK_PRODUCER_AT_STARTUP", True):
             check_producer_config()
+            check_consumer_config()

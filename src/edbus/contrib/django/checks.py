@@ -17,7 +17,7 @@ from edbus.bus.bus import check_topic
 from edbus.errors import EdbusError
 from edbus.openedx.config import close_bus, setting
 
-__all__ = ["check_key_field", "check_producer_config"]
+__all__ = ["check_consumer_config", "check_key_field", "check_producer_config", "check_store_url"]
 
 
 def check_key_field(signal: Any, path: str) -> None:
@@ -37,6 +37,43 @@ def check_key_field(signal: Any, path: str) -> None:
         kind = fields[part]
         if get_origin(kind) is not None and type(None) in get_args(kind):  # Optional[X]
             kind = next(a for a in get_args(kind) if a is not type(None))
+
+
+def check_store_url() -> None:
+    """``EDBUS_URL`` must be set, and an embedded store's path absolute: with the default (a path under
+    each user's home) or a relative one, the LMS, Studio and the consumers could each use their own
+    file, and every event would be published where no consumer reads."""
+    url = setting("EDBUS_URL")
+    if not url or not isinstance(url, str):
+        raise ImproperlyConfigured("EDBUS_URL is not set: give every service the same store, e.g. "
+                                   "EDBUS_URL = 'sqlite:////openedx/data/edbus/edbus.db'")
+    if url.startswith("sqlite://") and not url.startswith("sqlite:////"):
+        raise ImproperlyConfigured(f"EDBUS_URL {url!r} is a relative path: it depends on each process's "
+                                   "working directory; use sqlite:////absolute/path.db")
+    prefix = setting("EVENT_BUS_TOPIC_PREFIX")
+    if prefix:
+        try:
+            check_topic(f"{prefix}-topic")
+        except EdbusError:
+            raise ImproperlyConfigured(f"EVENT_BUS_TOPIC_PREFIX {prefix!r}: use letters, digits, '-', '_' "
+                                       "and '.'") from None
+
+
+def check_consumer_config() -> None:
+    """An ``EVENT_BUS_CONSUMER`` that does not load makes openedx-events run a stub consumer that
+    consumes nothing and exits 0: refuse it at start-up instead."""
+    path = setting("EVENT_BUS_CONSUMER")
+    if path is None:
+        return
+    if not isinstance(path, str):
+        raise ImproperlyConfigured(f"EVENT_BUS_CONSUMER must be a dotted path, not {path!r}")
+    try:
+        consumer = import_string(path)
+    except Exception as exc:
+        raise ImproperlyConfigured(f"EVENT_BUS_CONSUMER {path!r} does not load: {type(exc).__name__}: "
+                                   f"{exc}") from exc
+    if getattr(consumer, "__module__", "").startswith("edbus."):
+        check_store_url()
 
 
 def _load_producer(path: Any) -> Any:
@@ -74,6 +111,7 @@ def check_producer_config() -> None:
     producer = _load_producer(path)
     if not type(producer).__module__.startswith("edbus."):
         return  # another implementation: its own rules
+    check_store_url()
     try:
         producer.bus  # noqa: B018 - opens the store: a bad EDBUS_URL or an unwritable folder fails here
     except EdbusError as exc:

@@ -20,7 +20,8 @@ DEFAULTS: dict[str, Any] = {
     # .. setting_name: EDBUS_RETENTION_SECONDS
     # .. setting_default: 604800 (7 days)
     # .. setting_description: How long an event that every subscription has acknowledged is kept (for
-    #   replay); None keeps events forever. Unacknowledged events are never deleted.
+    #   replay); None keeps events forever. Events a subscription has not acknowledged are never deleted;
+    #   on a topic with no subscription yet, events older than this are (create subscriptions first).
     "EDBUS_RETENTION_SECONDS": 7 * 24 * 3600.0,
     # .. setting_name: EDBUS_CHECK_PRODUCER_AT_STARTUP
     # .. setting_default: True
