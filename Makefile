@@ -22,7 +22,7 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 unit: $(STAMP)
-	$(BIN)/pytest -q
+	@trap 'bash scripts/databases.sh stop' EXIT; bash scripts/databases.sh start && $(BIN)/pytest -q
 
 test: lint typecheck unit
 

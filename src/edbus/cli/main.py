@@ -241,10 +241,11 @@ def _register() -> None:
     from edbus.cli.consume import consume
     from edbus.cli.demo import demo
     from edbus.cli.dlq import dlq
+    from edbus.cli.outbox import outbox
     from edbus.cli.schema import schema
     from edbus.cli.tail import tail
 
-    for command in (tail, consume, dlq, schema, demo):
+    for command in (tail, consume, dlq, schema, demo, outbox):
         cli.add_command(command)
 
 

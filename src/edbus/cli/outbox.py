@@ -1,0 +1,74 @@
+"""``edbus outbox relay|status``: move a service database's outbox to the bus; show its depth."""
+
+from __future__ import annotations
+
+import logging
+
+import click
+
+from edbus.cli.common import open_bus
+from edbus.cli.output import console, echo_json
+from edbus.cli.tail import interruptible
+
+__all__ = ["outbox"]
+
+_DB = click.option("--db", "db_url", required=True, envvar="EDBUS_OUTBOX_DB", show_envvar=True, metavar="URL",
+                   help="The service database holding the outbox, as a SQLAlchemy URL "
+                        "(postgresql+psycopg://…, mysql+pymysql://…, sqlite:///…).")
+
+
+@click.group(short_help="The transactional outbox: relay its rows to the bus, show its depth.")
+def outbox() -> None:
+    """The transactional outbox in a service's own database (docs/outbox.md)."""
+
+
+@outbox.command(short_help="Publish outbox rows to the bus until stopped (SIGTERM or Ctrl-C).")
+@_DB
+@click.option("--shard", default="default", show_default=True, help="The lease name: one active relay per shard.")
+@click.option("--batch", default=1000, show_default=True, type=click.IntRange(1, 10000), help="Rows per bus write.")
+@click.option("--poll", default=0.05, show_default=True, type=click.FloatRange(0.001, 60), help="Idle poll (s).")
+@click.option("--lease-ttl", default=10.0, show_default=True, type=click.FloatRange(1, 3600),
+              help="Seconds a dead relay's lease blocks a standby.")
+@click.option("--keep-sent", default=3600.0, show_default=True, type=click.FloatRange(0),
+              help="Seconds a published row is kept before it is purged.")
+@click.option("--create-tables", is_flag=True, help="Create the outbox tables if missing.")
+@click.pass_context
+def relay(ctx: click.Context, db_url: str, shard: str, batch: int, poll: float, lease_ttl: float, keep_sent: float,
+          create_tables: bool) -> None:
+    """Move outbox rows to the bus in commit order per key, under a lease; a standby takes over."""
+    import sqlalchemy as sa
+
+    from edbus.outbox.relay import Relay
+    from edbus.outbox.tables import create_tables as create
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    engine = sa.create_engine(db_url, pool_pre_ping=True)
+    ctx.call_on_close(engine.dispose)
+    if create_tables:
+        create(engine)
+    bus = open_bus(ctx)
+    r = Relay(engine, bus, shard=shard, batch=batch, poll=poll, lease_ttl=lease_ttl, keep_sent=keep_sent)
+    console().print(f"edbus outbox relay {r.name}: shard {shard!r}", highlight=False)
+    with interruptible():
+        r.run()
+
+
+@outbox.command(short_help="Pending rows and the age of the oldest one.")
+@_DB
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def status(db_url: str, as_json: bool) -> None:
+    """Depth of the outbox (rows not yet published) and the age of the oldest pending row."""
+    import sqlalchemy as sa
+
+    from edbus.outbox.relay import outbox_status
+
+    engine = sa.create_engine(db_url)
+    try:
+        s = outbox_status(engine)
+    finally:
+        engine.dispose()
+    if as_json:
+        echo_json({"pending": s.pending, "oldest_pending_age": s.oldest_pending_age, "sent": s.sent})
+        return
+    age = "-" if s.oldest_pending_age is None else f"{s.oldest_pending_age:.1f}s"
+    console().print(f"pending {s.pending}  oldest pending {age}  sent (not yet purged) {s.sent}", highlight=False)
