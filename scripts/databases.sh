@@ -11,7 +11,7 @@ MY_PORT="${EDBUS_MARIADB_PORT:-53306}"
 
 as_owner() {  # the servers refuse to run as root: run them as their packages' system users
   local user="$1"; shift
-  if [ "$(id -u)" = 0 ]; then runuser -u "$user" -- "$@"; else "$@"; fi
+  if [ "$(id -u)" = 0 ]; then (cd / && runuser -u "$user" -- "$@"); else "$@"; fi
 }
 
 install_packages() {
