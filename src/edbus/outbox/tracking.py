@@ -22,13 +22,19 @@ __all__ = ["first_delivery", "purge_consumed"]
 def first_delivery(target: sa.Connection | Session, subscription: str, event_id: str) -> bool:
     """True the first time ``event_id`` is seen by ``subscription`` in a committed transaction.
 
-    Runs in a savepoint, so a duplicate leaves the caller's transaction usable (PostgreSQL would abort it).
+    Runs in a savepoint (but on SQLite), so a duplicate leaves the caller's transaction usable (PostgreSQL
+    would abort it).
     """
     conn = target.connection() if isinstance(target, Session) else target
+    insert = sa.insert(consumed).values(subscription=subscription, event_id=event_id, consumed_at=time.time())
     try:
-        with conn.begin_nested():
-            conn.execute(sa.insert(consumed).values(subscription=subscription, event_id=event_id,
-                                                    consumed_at=time.time()))
+        if conn.dialect.name == "sqlite":
+            # a failed statement leaves SQLite's transaction as it was; and pysqlite would run a SAVEPOINT
+            # outside the caller's transaction (it begins one only at the first DML statement)
+            conn.execute(insert)
+        else:
+            with conn.begin_nested():
+                conn.execute(insert)
     except sa.exc.IntegrityError:
         return False
     return True
