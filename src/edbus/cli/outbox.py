@@ -32,9 +32,10 @@ def outbox() -> None:
 @click.option("--keep-sent", default=3600.0, show_default=True, type=click.FloatRange(0),
               help="Seconds a published row is kept before it is purged.")
 @click.option("--create-tables", is_flag=True, help="Create the outbox tables if missing.")
+@click.option("--until-idle", is_flag=True, help="Exit once no row is pending (for a cron job or a drain).")
 @click.pass_context
 def relay(ctx: click.Context, db_url: str, shard: str, batch: int, poll: float, lease_ttl: float, keep_sent: float,
-          create_tables: bool) -> None:
+          create_tables: bool, until_idle: bool) -> None:
     """Move outbox rows to the bus in commit order per key, under a lease; a standby takes over."""
     import sqlalchemy as sa
 
@@ -50,7 +51,7 @@ def relay(ctx: click.Context, db_url: str, shard: str, batch: int, poll: float, 
     r = Relay(engine, bus, shard=shard, batch=batch, poll=poll, lease_ttl=lease_ttl, keep_sent=keep_sent)
     console().print(f"edbus outbox relay {r.name}: shard {shard!r}", highlight=False)
     with interruptible():
-        r.run()
+        r.run(until_idle=until_idle)
 
 
 @outbox.command(short_help="Pending rows and the age of the oldest one.")

@@ -43,8 +43,10 @@ class Recorder:
         return ids, routed
 
     def _rows(self, topic: str, records: Sequence[Record]) -> list[dict[str, Any]]:
+        """Outbox rows carry the full topic name (with the bus's prefix): the relay needs no prefix."""
         now = time.time()
-        return [row_from_record(topic, r, now) for r in records]
+        full = self.bus.topic(topic)
+        return [row_from_record(full, r, now) for r in records]
 
     def _send_after_commit(self, topic: str, records: Sequence[Record]) -> None:
         """An on_commit send: the transaction has committed, so a failure here can only be logged."""

@@ -85,8 +85,9 @@ class Relay:
                                 .limit(self.batch)).mappings().all()
         if not rows:
             return 0
-        for topic, records in _runs(rows):
-            self.bus.publish_encoded(topic, records)
+        prefix = self.bus.topic_prefix
+        for topic, records in _runs(rows):  # rows hold full topic names; publish_encoded adds the prefix
+            self.bus.publish_encoded(topic[len(prefix):] if prefix and topic.startswith(prefix) else topic, records)
         seqs = [r["seq"] for r in rows]
         with self.engine.begin() as conn:
             conn.execute(sa.update(outbox).where(outbox.c.seq.in_(seqs)).values(sent_at=time.time()))
