@@ -3,11 +3,13 @@
 #   scripts/databases.sh start   install the Debian packages if missing, initialise fresh clusters, start them,
 #                                write the connection URLs to $EDBUS_DB_DIR/urls.env
 #   scripts/databases.sh stop    stop both servers and remove their data
-# Environment: EDBUS_DB_DIR (default /tmp/edbus-databases-$UID), EDBUS_PG_PORT (55432), EDBUS_MARIADB_PORT (53306).
-set -euo pipefail
-DIR="${EDBUS_DB_DIR:-/tmp/edbus-databases-$(id -u)}"
-PG_PORT="${EDBUS_PG_PORT:-55432}"
-MY_PORT="${EDBUS_MARIADB_PORT:-53306}"
+# Environment: EDBUS_DB_DIR (default /tmp/edbus-databases-<hash of this checkout's path>, so two checkouts'
+# test runs never share servers), EDBUS_PG_PORT and EDBUS_MARIADB_PORT (default: free ports).
+set -eEuo pipefail
+trap 'echo "databases.sh: failed at line $LINENO (exit $?)" >&2' ERR
+ROOT="$(cd "$(dirname "$0")/.." && pwd -P)"
+DIR="${EDBUS_DB_DIR:-/tmp/edbus-databases-$(printf %s "$ROOT" | md5sum | cut -c1-12)}"
+free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 
 as_owner() {  # the servers refuse to run as root: run them as their packages' system users
   local user="$1"; shift
@@ -77,6 +79,8 @@ stop() {
 
 case "${1:-}" in
   start)
+    PG_PORT="${EDBUS_PG_PORT:-$(free_port)}"
+    MY_PORT="${EDBUS_MARIADB_PORT:-$(free_port)}"
     install_packages
     stop
     mkdir -p "$DIR"; chmod 755 "$DIR"

@@ -13,10 +13,7 @@ business = sa.Table(
 
 
 def bump(conn: sa.Connection, key: str) -> int:
-    """Increment the key's counter under its row lock; the new value (1 for a new key)."""
-    row = conn.execute(sa.select(business.c.n).where(business.c.key == key).with_for_update()).first()
-    if row is None:
-        conn.execute(sa.insert(business).values(key=key, n=1))
-        return 1
-    conn.execute(sa.update(business).where(business.c.key == key).values(n=row[0] + 1))
-    return int(row[0]) + 1
+    """Increment the key's counter (its row exists) under its row lock; the new value."""
+    n = int(conn.execute(sa.select(business.c.n).where(business.c.key == key).with_for_update()).scalar_one())
+    conn.execute(sa.update(business).where(business.c.key == key).values(n=n + 1))
+    return n + 1

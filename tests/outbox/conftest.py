@@ -4,6 +4,7 @@ throwaway database on each server. Under CI=true a missing server fails the test
 
 from __future__ import annotations
 
+import hashlib
 import os
 import uuid
 from collections.abc import Iterator
@@ -15,7 +16,9 @@ import sqlalchemy as sa
 from edbus import Bus
 from edbus.outbox import create_tables
 
-DB_DIR = Path(os.environ.get("EDBUS_DB_DIR", f"/tmp/edbus-databases-{os.getuid()}"))
+ROOT = Path(__file__).resolve().parents[2]
+DB_DIR = Path(os.environ.get("EDBUS_DB_DIR")
+              or f"/tmp/edbus-databases-{hashlib.md5(str(ROOT).encode()).hexdigest()[:12]}")  # as databases.sh
 SERVERS = {"postgresql": "EDBUS_TEST_POSTGRES_URL", "mariadb": "EDBUS_TEST_MARIADB_URL"}
 ALL = ["sqlite", "postgresql", "mariadb"]
 

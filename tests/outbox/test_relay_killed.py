@@ -20,7 +20,7 @@ from edbus.outbox import first_delivery, outbox_status
 from edbus.outbox.tables import outbox
 from tests.conftest import eventually
 from tests.events import SEQ, Seq
-from tests.outbox.business import metadata
+from tests.outbox.business import business, metadata
 
 ROOT = Path(__file__).resolve().parents[2]
 EDBUS = str(Path(sys.executable).parent / "edbus")
@@ -43,6 +43,8 @@ def relay(database: str, bus_url: str) -> subprocess.Popen[str]:
 def test_relay_killed_mid_flight_loses_nothing_and_keeps_per_key_order(
         database: str, engine: sa.Engine, tmp_path: Path) -> None:
     metadata.create_all(engine)
+    with engine.begin() as conn:
+        conn.execute(sa.insert(business), [{"key": f"k{k}", "n": 0} for k in range(8)])
     bus_url = f"sqlite:///{tmp_path}/bus.db"
     Bus.from_url(bus_url).close()
     writers = [subprocess.Popen([sys.executable, "-m", "tests.outbox.workers", "write", "--db", database,
