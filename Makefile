@@ -22,7 +22,9 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 unit: $(STAMP)
-	@trap 'bash scripts/databases.sh stop' EXIT; bash scripts/databases.sh start && $(BIN)/pytest -q
+	@pulsar_data=$$(mktemp -d); export EDBUS_PULSAR_DATA=$$pulsar_data/pulsar; \
+	trap 'bash scripts/databases.sh stop; bash scripts/pulsar.sh stop; rm -rf "$$pulsar_data"' EXIT; \
+	bash scripts/databases.sh start && { bash scripts/pulsar.sh start || [ "$$CI" != true ]; } && $(BIN)/pytest -q
 
 test: lint typecheck unit
 

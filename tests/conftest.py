@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import time
+import urllib.request
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
@@ -14,7 +17,10 @@ from edbus.bus import Bus
 
 T = TypeVar("T")
 
-BACKENDS = ["sqlite"]
+BACKENDS = ["sqlite", "pulsar"]  # the contract suite (tests/contract) runs on each
+BUS_BACKENDS = ["sqlite"]  # the bus, consumer runtime and CLI tests
+PULSAR_SERVICE = os.environ.get("EDBUS_TEST_PULSAR", "pulsar://127.0.0.1:6650")
+PULSAR_ADMIN = os.environ.get("EDBUS_TEST_PULSAR_ADMIN", "http://127.0.0.1:8080")
 
 
 def eventually(check: Callable[[], T], timeout: float = 10.0, interval: float = 0.01) -> T:
@@ -29,13 +35,34 @@ def eventually(check: Callable[[], T], timeout: float = 10.0, interval: float = 
         time.sleep(interval)
 
 
+def pulsar_ready() -> str | None:
+    """None when the test broker answers, else why not."""
+    try:
+        import pulsar  # noqa: F401
+    except ImportError as exc:
+        return f"pulsar-client is not installed ({exc})"
+    try:
+        with urllib.request.urlopen(PULSAR_ADMIN + "/admin/v2/clusters", timeout=3):
+            return None
+    except OSError as exc:
+        return f"no Pulsar broker at {PULSAR_ADMIN} ({exc}); start one with scripts/pulsar.sh start"
+
+
 def backend_url(kind: str, tmp_path: Path) -> str:
     if kind == "sqlite":
         return f"sqlite:///{tmp_path}/edbus.db"
+    if kind == "pulsar":
+        problem = pulsar_ready()
+        if problem is not None:
+            if os.environ.get("CI") == "true":
+                pytest.fail(f"CI needs the Pulsar broker: {problem}")
+            pytest.skip(problem)
+        # every test its own topics on the shared broker: no wipe between tests
+        return f"{PULSAR_SERVICE}?admin={PULSAR_ADMIN}&prefix=t{uuid.uuid4().hex[:12]}-"
     raise ValueError(kind)
 
 
-@pytest.fixture(params=BACKENDS)
+@pytest.fixture(params=BUS_BACKENDS)
 def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return backend_url(request.param, tmp_path)
 

@@ -32,7 +32,8 @@ def default_url() -> str:
 
 
 def open_backend(url: str | None = None, *, create: bool = True) -> Backend:
-    """``sqlite:///path`` (absolute: ``sqlite:////abs/path``, or relative ``sqlite:///rel.db``)."""
+    """``sqlite:///path`` (absolute: ``sqlite:////abs/path``, or relative ``sqlite:///rel.db``), or
+    ``pulsar://host:6650?admin=http://host:8080&tenant=public&namespace=default&prefix=`` (docs/pulsar.md)."""
     url = url or default_url()
     parts = urlsplit(url)
     if parts.scheme == "sqlite":
@@ -46,5 +47,11 @@ def open_backend(url: str | None = None, *, create: bool = True) -> Backend:
 
         return SqliteBackend(Path(path).expanduser(), create=create)
     if parts.scheme == "pulsar":
-        raise ConfigError("the Pulsar backend is not part of this build yet (issue: Pulsar backend)")
+        try:
+            import pulsar  # noqa: F401
+        except ImportError as exc:
+            raise ConfigError(f"pulsar:// needs the Pulsar client: pip install 'edbus[pulsar]' ({exc})") from None
+        from edbus.backends.pulsar import PulsarBackend
+
+        return PulsarBackend(url)
     raise ConfigError(f"bad URL {url!r}: the scheme must be sqlite:// or pulsar://")

@@ -1,0 +1,370 @@
+"""The Pulsar backend: ``pulsar://host:6650`` (see docs/pulsar.md for the design)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from edbus.backends.base import (
+    Backend,
+    Delivery,
+    ErrorInfo,
+    Message,
+    Mode,
+    Record,
+    StartAt,
+    SubscriptionStats,
+    TopicStats,
+    check_subscription,
+    dead_letter_headers,
+    dlq_topic,
+)
+from edbus.backends.pulsar.admin import Admin
+from edbus.backends.pulsar.connection import ClientHolder, PulsarConfig, pulsar_errors
+from edbus.backends.pulsar.consuming import SubState, consumer_type
+from edbus.backends.pulsar.messages import ID, message_id, properties, to_message
+from edbus.backends.pulsar.producing import Producers
+from edbus.backends.pulsar.schemas import SUBJECT_PREFIX, PulsarSchemaRegistry
+from edbus.errors import ConfigError, NotFoundError
+from edbus.schema.registry import SchemaRegistry
+
+__all__ = ["PulsarBackend"]
+
+MODE = "edbus_mode"  # subscription property: the edbus mode it was created in
+DLQ_SUB = "__edbus_dlq"  # the subscription on a dead-letter topic whose backlog is the dead letters
+_FIRST_WAIT = 0.2  # fetch: how long to wait for a first message when nothing is free here
+_GAP = 0.02  # fetch: how long to wait for each further message already dispatched
+_NEW_CONSUMER_WAIT = 5.0  # fetch: first wait of a new consumer when its subscription has a backlog
+
+
+def retry_topic(topic: str, subscription: str) -> str:
+    """Where redriven dead letters go: read by this subscription only."""
+    return f"{topic}-{subscription}-RETRY"
+
+
+class PulsarBackend(Backend):
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.config = PulsarConfig.parse(url)
+        self.admin = Admin(self.config.admin_url, self.config.ns)
+        self.holder = ClientHolder(self.config)
+        self.producers = Producers(self.holder, self.config.publish_timeout)
+        self._subs: dict[tuple[str, str], SubState] = {}
+        self._pid = os.getpid()
+        self._dlq_ready: set[str] = set()
+        self._registry = PulsarSchemaRegistry(self.admin, self.config.prefix)
+
+    @property
+    def registry(self) -> SchemaRegistry:
+        return self._registry
+
+    def _full(self, topic: str) -> str:
+        return self.config.full(self.config.prefix + topic)
+
+    def _name(self, topic: str) -> str:
+        return self.config.prefix + topic
+
+    # -- producing ---------------------------------------------------------------------------
+    def append(self, topic: str, records: Sequence[Record]) -> None:
+        if records:
+            self.producers.append(self._full(topic), records)
+
+    # -- subscriptions -----------------------------------------------------------------------
+    def _mode(self, topic: str, subscription: str) -> Mode:
+        props = self.admin.subscription_properties(self._name(topic), subscription)
+        try:
+            return Mode(props.get(MODE, ""))
+        except ValueError:
+            raise NotFoundError(f"no edbus subscription {subscription!r} on topic {topic!r}") from None
+
+    def subscribe(self, topic: str, subscription: str, mode: Mode, start: StartAt) -> None:
+        check_subscription(subscription)
+        name = self._name(topic)
+        self.admin.create_topic(name)
+        self.admin.create_topic(retry_topic(name, subscription))
+        self.admin.create_subscription(retry_topic(name, subscription), subscription, True, {MODE: mode.value})
+        if not self.admin.create_subscription(name, subscription, start.where == "earliest", {MODE: mode.value}):
+            found = self._mode(topic, subscription)
+            if found is not mode:
+                raise ConfigError(f"subscription {subscription!r} on {topic!r} exists in mode {found.value}, "
+                                  f"not {mode.value}")
+            return
+        if start.where in ("time", "event"):
+            self._reset(topic, subscription, start)
+
+    def unsubscribe(self, topic: str, subscription: str) -> None:
+        self._forget(topic, subscription)
+        name = self._name(topic)
+        if subscription not in self.admin.subscriptions(name):
+            raise NotFoundError(f"no subscription {subscription!r} on topic {topic!r}")
+        self.admin.delete_subscription(name, subscription)
+        with contextlib.suppress(NotFoundError):
+            self.admin.delete_subscription(retry_topic(name, subscription), subscription)
+
+    def _forget(self, topic: str, subscription: str) -> None:
+        state = self._subs.pop((topic, subscription), None)
+        if state is not None:
+            state.close()
+
+    def _state(self, topic: str, subscription: str) -> SubState:
+        """This process's consumer of the subscription (checked to exist: another process may have
+        deleted it; the broker does not create subscriptions on its own, see docs/pulsar.md)."""
+        if self._pid != os.getpid():
+            self._subs.clear()  # the parent's consumers belong to the parent
+            self._pid = os.getpid()
+        mode = self._mode(topic, subscription)
+        state = self._subs.get((topic, subscription))
+        if state is not None and state.mode is mode:
+            return state
+        if state is not None:
+            self._forget(topic, subscription)
+        name = self._name(topic)
+        client = self.holder.get()
+        with pulsar_errors(f"subscribe to {topic}/{subscription}"):
+            consumer = client.subscribe([self.config.full(name), self.config.full(retry_topic(name, subscription))],
+                                        subscription, consumer_type=consumer_type(mode),
+                                        receiver_queue_size=1000)
+        state = SubState(topic, subscription, mode, consumer)
+        self._subs[(topic, subscription)] = state
+        # a new consumer's first dispatch can take a while (Failover activates its consumer first):
+        # when the subscription has a backlog, the first fetch waits for it longer
+        try:
+            backlog = int(self.admin.stats(name)["subscriptions"][subscription]["msgBacklog"])
+        except (NotFoundError, KeyError):
+            backlog = 0
+        state.first_wait = _NEW_CONSUMER_WAIT if backlog else _FIRST_WAIT
+        return state
+
+    def fetch(self, topic: str, subscription: str, consumer: str, limit: int, lease: float) -> list[Delivery]:
+        state = self._state(topic, subscription)
+        state.drain(limit, state.first_wait, _GAP)
+        state.first_wait = _FIRST_WAIT
+        return state.lease(consumer, limit, lease)
+
+    @staticmethod
+    def _handle(delivery: Delivery) -> tuple[SubState, str, int]:
+        state, position, token = delivery.handle
+        return state, position, token
+
+    def ack(self, deliveries: Sequence[Delivery]) -> None:
+        for d in deliveries:
+            state, position, token = self._handle(d)
+            state.ack(position, token)
+
+    def nack(self, delivery: Delivery, delay: float, error: ErrorInfo | None) -> None:
+        state, position, token = self._handle(delivery)
+        state.nack(position, token, delay, error)
+
+    def _dlq(self, topic: str, subscription: str) -> str:
+        name = self._name(dlq_topic(topic, subscription))
+        if name not in self._dlq_ready:
+            self.admin.create_topic(name)
+            self.admin.create_subscription(name, DLQ_SUB, True, {})
+            self._dlq_ready.add(name)
+        return name
+
+    def dead_letter(self, delivery: Delivery, error: ErrorInfo) -> None:
+        state, position, token = self._handle(delivery)
+        if state.find(position, token) is None:
+            return  # our lease expired and the event went to another consumer: it decides
+        record = delivery.message.record
+        target = self._dlq(delivery.message.topic, delivery.subscription)
+        headers = properties(record, dead_letter_headers(delivery, error))
+        self.producers.append(self.config.full(target), [record], dedupe=False, headers=[headers])
+        state.ack(position, token)
+
+    def extend(self, deliveries: Sequence[Delivery], lease: float) -> None:
+        for d in deliveries:
+            state, position, token = self._handle(d)
+            state.extend(position, token, lease)
+
+    def wait(self, timeout: float) -> None:
+        states = list(self._subs.values()) if self._pid == os.getpid() else []
+        if not states:
+            time.sleep(timeout)  # nothing subscribed here: nothing to wait on
+            return
+        share = timeout / len(states)
+        for state in states:
+            if state.receive(share):
+                return
+
+    # -- replay and readers ------------------------------------------------------------------
+    def _find(self, topic: str, start: StartAt) -> Any:
+        """The message id of the first message at ``start`` (time or event), or None if past the end."""
+        for msg in self._scan(topic):
+            if start.where == "event" and msg.properties().get(ID) == start.event_id:
+                return msg.message_id()
+            if start.where == "time" and msg.publish_timestamp() >= (start.time or 0) * 1000:
+                return msg.message_id()
+        if start.where == "event":
+            raise NotFoundError(f"no event {start.event_id!r} in topic {topic!r}")
+        return None
+
+    def _scan(self, topic: str, start_id: Any = None) -> Any:
+        import pulsar
+
+        name = self._name(topic)
+        try:
+            self.admin.internal_stats(name)
+        except NotFoundError:
+            return  # no such topic: nothing in it (a reader would create it)
+        client = self.holder.get()
+        with pulsar_errors(f"read {topic}"):
+            reader = client.create_reader(self.config.full(name),
+                                          start_id if start_id is not None else pulsar.MessageId.earliest)
+        try:
+            while True:
+                with pulsar_errors(f"read {topic}"):
+                    if not reader.has_message_available():
+                        return
+                    msg = reader.read_next(timeout_millis=10_000)
+                yield msg
+        finally:
+            reader.close()
+
+    def _reset(self, topic: str, subscription: str, start: StartAt) -> None:
+        name = self._name(topic)
+        if start.where == "earliest":
+            self.admin.reset_cursor_position(name, subscription, -1, -1)
+        elif start.where == "latest":
+            self.admin.reset_cursor_position(name, subscription, 2**63 - 1, 2**63 - 1)
+        else:
+            found = self._find(topic, start)
+            if found is None:
+                self.admin.reset_cursor_position(name, subscription, 2**63 - 1, 2**63 - 1)
+            else:
+                self.admin.reset_cursor_position(name, subscription, found.ledger_id(), found.entry_id())
+
+    def seek(self, topic: str, subscription: str, start: StartAt) -> None:
+        self._mode(topic, subscription)
+        if start.where == "event":
+            self._find(topic, start)  # NotFoundError before anything moves
+        self._forget(topic, subscription)  # what this process holds is delivered again from the cursor
+        self._reset(topic, subscription, start)
+
+    def read(self, topic: str, start: StartAt, limit: int, after: str | None = None) -> list[Message]:
+        if limit <= 0 or (after is None and start.where == "latest"):
+            return []
+        start_id = message_id(after) if after is not None else None
+        out: list[Message] = []
+        for msg in self._scan(topic, start_id):
+            if after is None and start.where == "time" and msg.publish_timestamp() < (start.time or 0) * 1000:
+                continue
+            if after is None and start.where == "event" and not out and msg.properties().get(ID) != start.event_id:
+                continue
+            out.append(to_message(msg, topic))
+            if len(out) >= limit:
+                break
+        if after is None and start.where == "event" and not out:
+            raise NotFoundError(f"no event {start.event_id!r} in topic {topic!r}")
+        return out
+
+    # -- dead letters, retention, stats ------------------------------------------------------
+    def _dead(self, topic: str, subscription: str, event_ids: Sequence[str] | None, redrive: bool) -> int:
+        self._mode(topic, subscription)
+        name = self._name(dlq_topic(topic, subscription))
+        try:
+            backlog = int(self.admin.stats(name)["subscriptions"][DLQ_SUB]["msgBacklog"])
+        except (NotFoundError, KeyError):
+            return 0
+        import pulsar
+
+        wanted = None if event_ids is None else set(event_ids)
+        client = self.holder.get()
+        with pulsar_errors(f"dead letters of {topic}/{subscription}"):
+            consumer = client.subscribe(self.config.full(name), DLQ_SUB, consumer_type=pulsar.ConsumerType.Shared)
+        done = 0
+        try:
+            for _ in range(backlog):
+                try:
+                    msg = consumer.receive(timeout_millis=5000)
+                except pulsar.Timeout:
+                    break
+                if wanted is not None and msg.properties().get(ID) not in wanted:
+                    continue
+                if redrive:
+                    m = to_message(msg, topic)
+                    headers = {k: v for k, v in m.record.headers.items() if not k.startswith("edbus_dlq_")}
+                    record = Record(m.record.id, m.record.type, m.record.key, headers, m.record.payload)
+                    self.producers.append(self.config.full(retry_topic(self._name(topic), subscription)),
+                                          [record], dedupe=False, headers=[properties(record)])
+                with pulsar_errors(f"dead letters of {topic}/{subscription}"):
+                    consumer.acknowledge(msg)
+                done += 1
+        finally:
+            consumer.close()
+        return done
+
+    def redrive(self, topic: str, subscription: str, event_ids: Sequence[str] | None) -> int:
+        return self._dead(topic, subscription, event_ids, redrive=True)
+
+    def purge_dead_letters(self, topic: str, subscription: str, event_ids: Sequence[str] | None) -> int:
+        return self._dead(topic, subscription, event_ids, redrive=False)
+
+    def enforce_retention(self, older_than: float) -> int:
+        """Retention on Pulsar is the namespace's retention policy, applied by the broker to whole
+        ledgers that every subscription has acked (docs/pulsar.md): nothing is deleted from here."""
+        return 0
+
+    def _own_topics(self) -> list[str]:
+        """This backend's topics (short names), without the internal ones."""
+        prefix = self.config.prefix
+        out = []
+        for name in self.admin.list_topics():
+            short = name[len(prefix):]
+            if not name.startswith(prefix) or short.startswith(SUBJECT_PREFIX) or short.endswith("-RETRY"):
+                continue
+            out.append(short)
+        return sorted(out)
+
+    def topics(self) -> list[TopicStats]:
+        out = []
+        for topic in self._own_topics():
+            try:
+                internal = self.admin.internal_stats(self._name(topic))
+                stats = self.admin.stats(self._name(topic))
+            except NotFoundError:
+                continue
+            subs = [s for s in stats.get("subscriptions", {}) if s != DLQ_SUB]
+            out.append(TopicStats(topic, int(internal.get("numberOfEntries", 0)),
+                                  int(internal.get("totalSize", 0)), len(subs)))
+        return out
+
+    def subscriptions(self, topic: str | None = None) -> list[SubscriptionStats]:
+        out = []
+        now = time.time()
+        for t in [topic] if topic is not None else self._own_topics():
+            try:
+                stats = self.admin.stats(self._name(t))
+            except NotFoundError:
+                continue
+            for name, s in sorted(stats.get("subscriptions", {}).items()):
+                try:
+                    mode = Mode((s.get("subscriptionProperties") or {}).get(MODE, ""))
+                except ValueError:
+                    continue  # not an edbus subscription (or the dead letters' own)
+                backlog = int(s.get("msgBacklog", 0))
+                earliest = int(s.get("earliestMsgPublishTimeInBacklog") or 0)
+                out.append(SubscriptionStats(
+                    t, name, mode, backlog, int(s.get("unackedMessages", 0)), self._dead_count(t, name),
+                    max(0.0, now - earliest / 1000) if backlog and earliest > 0 else None,
+                    len(s.get("consumers", []))))
+        return out
+
+    def _dead_count(self, topic: str, subscription: str) -> int:
+        try:
+            stats = self.admin.stats(self._name(dlq_topic(topic, subscription)))
+        except NotFoundError:
+            return 0
+        return int(stats.get("subscriptions", {}).get(DLQ_SUB, {}).get("msgBacklog", 0))
+
+    def close(self) -> None:
+        if self._pid == os.getpid():
+            for state in list(self._subs.values()):
+                state.close()
+        self._subs.clear()
+        self.producers.close()
+        self.holder.close()

@@ -1,0 +1,150 @@
+"""The producer side: one producer per topic and process, broker-acked sends (durable with
+``journalSyncData``), broker deduplication of resent sequence ids, and in-process dedupe of event ids
+appended recently. An unreachable broker is retried with exponential backoff until
+``publish_timeout``, then ``StoreUnavailableError``."""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import hashlib
+import os
+import threading
+import time
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+from edbus.backends.base import Record
+from edbus.backends.pulsar.connection import ClientHolder, pulsar_errors
+from edbus.backends.pulsar.messages import properties
+from edbus.errors import StoreUnavailableError, ValidationError
+
+__all__ = ["Producers"]
+
+_RECENT = 100_000  # event ids remembered per topic for dedupe of retried appends in this process
+
+
+class Producers:
+    def __init__(self, holder: ClientHolder, publish_timeout: float) -> None:
+        self.holder = holder
+        self.publish_timeout = publish_timeout
+        self._producers: dict[str, Any] = {}
+        self._recent: dict[str, collections.OrderedDict[str, bytes]] = {}
+        self._lock = threading.Lock()
+        self._pid = os.getpid()
+
+    def _producer(self, full_topic: str) -> Any:
+        if self._pid != os.getpid() or self.holder.fresh:
+            self._producers.clear()  # built on another process's client
+            self._recent.clear()
+            self._pid = os.getpid()
+        producer = self._producers.get(full_topic)
+        if producer is None:
+            client = self.holder.get()
+            with pulsar_errors(f"producer for {full_topic}"):
+                # batching off: a plain batch holds several keys and would defeat Key_Shared's spread
+                producer = client.create_producer(
+                    full_topic, producer_name=f"edbus-{os.getpid()}-{uuid.uuid4().hex[:12]}",
+                    batching_enabled=False, block_if_queue_full=True,
+                    send_timeout_millis=int(max(1.0, min(self.publish_timeout, 30.0)) * 1000))
+            self._producers[full_topic] = producer
+        return producer
+
+    def _drop(self, full_topic: str) -> None:
+        producer = self._producers.pop(full_topic, None)
+        if producer is not None:
+            with contextlib.suppress(BaseException):
+                producer.close()
+
+    def _fresh(self, full_topic: str, records: Sequence[Record]) -> list[Record]:
+        """Records whose id was not appended here recently (an id repeated with another payload is
+        refused: it would lose an event)."""
+        recent = self._recent.setdefault(full_topic, collections.OrderedDict())
+        out: list[Record] = []
+        seen: dict[str, bytes] = {}
+        for r in records:
+            digest = hashlib.blake2b(r.payload, digest_size=16).digest()
+            known = recent.get(r.id, seen.get(r.id))
+            if known is not None:
+                if known != digest:
+                    raise ValidationError(f"event id {r.id!r} is already in topic {full_topic!r} with "
+                                          "another payload: nothing of this publish was stored")
+                continue
+            seen[r.id] = digest
+            out.append(r)
+        return out
+
+    def _remember(self, full_topic: str, records: Sequence[Record]) -> None:
+        recent = self._recent.setdefault(full_topic, collections.OrderedDict())
+        for r in records:
+            recent[r.id] = hashlib.blake2b(r.payload, digest_size=16).digest()
+        while len(recent) > _RECENT:
+            recent.popitem(last=False)
+
+    def append(self, full_topic: str, records: Sequence[Record], *, dedupe: bool = True,
+               headers: Sequence[dict[str, str]] | None = None, deliver_after: float | None = None) -> None:
+        with self._lock:
+            todo = self._fresh(full_topic, records) if dedupe else list(records)
+            props = list(headers) if headers is not None else [properties(r) for r in todo]
+            deadline = time.monotonic() + self.publish_timeout
+            delay = 0.05
+            sent = 0
+            while sent < len(todo):
+                try:
+                    producer = self._producer(full_topic)
+                    sent += self._send(producer, todo[sent:], props[sent:], deliver_after)
+                except StoreUnavailableError as exc:
+                    self._drop(full_topic)
+                    if time.monotonic() + delay > deadline:
+                        raise StoreUnavailableError(
+                            f"Pulsar broker at {self.holder.config.service_url} unreachable for "
+                            f"{self.publish_timeout:g}s: {sent} of {len(todo)} events stored ({exc})") from None
+                    time.sleep(delay)  # backoff before the next attempt, not synchronisation
+                    delay = min(delay * 2, 2.0)
+            if dedupe:
+                self._remember(full_topic, todo)
+
+    def _send(self, producer: Any, records: Sequence[Record], props: Sequence[dict[str, str]],
+              deliver_after: float | None) -> int:
+        """Send in order; returns how many were acked by the broker before a failure (or all)."""
+        import datetime as dt
+
+        extra: dict[str, Any] = {}
+        if deliver_after:
+            extra["deliver_after"] = dt.timedelta(seconds=deliver_after)
+        if len(records) == 1:
+            r = records[0]
+            with pulsar_errors(f"publish to {producer.topic()}"):
+                producer.send(r.payload, properties=props[0], partition_key=r.key, **extra)
+            return 1
+        results: list[Any] = [None] * len(records)
+        done = threading.Semaphore(0)
+
+        def callback(i: int) -> Any:
+            def on_sent(result: Any, _msg_id: Any) -> None:
+                # never raise here: the client's thread would swallow it or abort
+                results[i] = result
+                done.release()
+            return on_sent
+
+        with pulsar_errors(f"publish to {producer.topic()}"):
+            for i, r in enumerate(records):
+                producer.send_async(r.payload, callback(i), properties=props[i], partition_key=r.key, **extra)
+            producer.flush()
+        for _ in records:
+            done.acquire()
+        import pulsar
+
+        for i, result in enumerate(results):
+            if result != pulsar.Result.Ok:
+                if i == 0:
+                    raise StoreUnavailableError(f"publish to {producer.topic()}: {result}")
+                return i
+        return len(records)
+
+    def close(self) -> None:
+        if self._pid == os.getpid():
+            for topic in list(self._producers):
+                self._drop(topic)
+        self._producers.clear()

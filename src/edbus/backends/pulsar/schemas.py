@@ -1,0 +1,105 @@
+"""Schemas in Pulsar's own registry: one subject topic per event type (``__edbus_schema.<type>``, never
+carrying messages) holds the type's Avro schema versions; the broker checks each new version under the
+subject's compatibility strategy and refuses an incompatible one with its reason. A data topic's rule is
+kept as that topic's own ``schemaCompatibilityStrategy`` policy and applied to the subjects of the types
+registered through it. Pulsar counts versions from 0; edbus from 1.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from typing import Any
+
+from edbus.backends.pulsar.admin import Admin, AdminConflict
+from edbus.errors import IncompatibleSchemaError, NotFoundError, StoreError
+from edbus.schema.compatibility import Rule
+from edbus.schema.registry import DEFAULT_RULE, SchemaRegistry, SchemaVersion, canonical
+
+__all__ = ["SUBJECT_PREFIX", "PulsarSchemaRegistry"]
+
+SUBJECT_PREFIX = "__edbus_schema."
+_TO_PULSAR = {Rule.NONE: "ALWAYS_COMPATIBLE"}
+
+
+class PulsarSchemaRegistry(SchemaRegistry):
+    def __init__(self, admin: Admin, prefix: str) -> None:
+        self.admin = admin
+        self.prefix = prefix
+        self._lock = threading.Lock()
+        self._by_version: dict[tuple[str, int], dict[str, Any]] = {}
+        self._registered: dict[tuple[str, str, str], int] = {}
+
+    def _subject(self, event_type: str) -> str:
+        return f"{self.prefix}{SUBJECT_PREFIX}{event_type}"
+
+    def register(self, topic: str, event_type: str, schema: dict[str, Any]) -> int:
+        text = canonical(schema)
+        cache_key = (topic, event_type, text)
+        with self._lock:
+            found = self._registered.get(cache_key)
+            if found is not None:
+                return found
+            subject = self._subject(event_type)
+            self.admin.create_topic(subject)
+            rule = self.rule(topic)
+            strategy = _TO_PULSAR.get(rule, rule.value)
+            self.admin.call("POST", self.admin.topic_path(subject) + "/schemaCompatibilityStrategy",
+                            raw=json.dumps(strategy))
+            body = {"type": "AVRO", "schema": text, "properties": {}}
+            try:
+                answer = self.admin.call("POST", self.admin.schema_path(subject) + "/schema", body)
+            except AdminConflict as exc:
+                raise IncompatibleSchemaError(
+                    f"schema of {event_type!r} refused by Pulsar's registry under rule {rule.value} "
+                    f"(topic {topic!r}): {exc.reason}") from None
+            except StoreError as exc:
+                if "ncompatible" in str(exc):
+                    raise IncompatibleSchemaError(f"schema of {event_type!r} refused by Pulsar: {exc}") from None
+                raise
+            version = int(answer["version"]["version"]) + 1
+            self._registered[cache_key] = version
+            self._by_version[(event_type, version)] = schema
+            return version
+
+    def get(self, event_type: str, version: int) -> dict[str, Any]:
+        found = self._by_version.get((event_type, version))
+        if found is None:
+            try:
+                answer = self.admin.call("GET", f"{self.admin.schema_path(self._subject(event_type))}"
+                                                f"/schema/{version - 1}")
+            except NotFoundError:
+                raise NotFoundError(f"no schema version {version} for event type {event_type!r}") from None
+            found = json.loads(answer["data"])
+            self._by_version[(event_type, version)] = found
+        return found
+
+    def versions(self, event_type: str) -> list[SchemaVersion]:
+        try:
+            answer = self.admin.call("GET", self.admin.schema_path(self._subject(event_type)) + "/schemas")
+        except NotFoundError:
+            return []
+        out = [SchemaVersion(event_type, int(v["version"]) + 1, json.loads(v["data"]), v.get("timestamp", 0) / 1000)
+               for v in (answer or {}).get("getSchemaResponses", [])]
+        return sorted(out, key=lambda v: v.version)
+
+    def event_types(self) -> list[str]:
+        start = self.prefix + SUBJECT_PREFIX
+        return sorted({n[len(start):] for n in self.admin.list_topics() if n.startswith(start)})
+
+    def rule(self, topic: str) -> Rule:
+        try:
+            found = self.admin.call("GET", self.admin.topic_path(self.prefix + topic) + "/schemaCompatibilityStrategy")
+        except NotFoundError:
+            return DEFAULT_RULE
+        if found == "ALWAYS_COMPATIBLE":
+            return Rule.NONE
+        try:
+            return Rule(found)
+        except ValueError:
+            return DEFAULT_RULE
+
+    def set_rule(self, topic: str, rule: Rule) -> None:
+        self.admin.create_topic(self.prefix + topic)
+        self.admin.call("POST", self.admin.topic_path(self.prefix + topic) + "/schemaCompatibilityStrategy",
+                        raw=json.dumps(_TO_PULSAR.get(rule, rule.value)))
