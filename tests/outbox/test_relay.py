@@ -12,6 +12,7 @@ import pytest
 import sqlalchemy as sa
 
 from edbus import Bus
+from edbus.errors import ConfigError
 from edbus.outbox import Relay, SQLAlchemyOutbox, outbox_status
 from edbus.outbox.tables import outbox
 from tests.conftest import eventually
@@ -45,6 +46,28 @@ def test_one_relay_holds_the_lease_and_a_standby_takes_over_when_it_stops_renewi
     eventually(lambda: standby.step() == 1, timeout=5)
     assert not active.lease.acquire()  # and the old holder cannot take it back while the standby renews
     assert sent(bus) == [("k", 1), ("k", 2)]
+
+
+def test_shards_split_the_keys_and_each_has_its_own_active_relay(engine: sa.Engine, bus: Bus) -> None:
+    recorder = SQLAlchemyOutbox(bus)
+    for n in range(1, 4):
+        with engine.begin() as conn:
+            recorder.publish_many(conn, "seq", [(SEQ, Seq(f"k{k}", n)) for k in range(20)])
+    shard0, shard1 = Relay(engine, bus, shard=0, shards=2), Relay(engine, bus, shard=1, shards=2)
+    standby0 = Relay(engine, bus, shard=0, shards=2)
+    shard0.run(until_idle=True)  # a stopped relay releases its lease: take shard 0's again
+    assert shard0.lease.acquire() and not standby0.lease.acquire() and shard1.lease.acquire()
+    first = {key for key, _ in sent(bus)}
+    assert 0 < len(first) < 20  # shard 0 sent some keys, all their events
+    assert outbox_status(engine).pending == 3 * (20 - len(first))
+    shard1.run(until_idle=True)
+    with pytest.raises(ConfigError):
+        Relay(engine, bus, shard=2, shards=2)
+    by_key: dict[str, list[int]] = defaultdict(list)
+    for key, n in sent(bus):
+        by_key[key].append(n)
+    assert by_key == {f"k{k}": [1, 2, 3] for k in range(20)}
+    assert {key for key, _ in sent(bus)[: 3 * len(first)]} == first  # the other shard's keys came after
 
 
 def test_a_stopped_relay_releases_its_lease_at_once(engine: sa.Engine, bus: Bus) -> None:

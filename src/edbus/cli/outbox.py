@@ -24,7 +24,10 @@ def outbox() -> None:
 
 @outbox.command(short_help="Publish outbox rows to the bus until stopped (SIGTERM or Ctrl-C).")
 @_DB
-@click.option("--shard", default="default", show_default=True, help="The lease name: one active relay per shard.")
+@click.option("--shards", default=1, show_default=True, type=click.IntRange(1, 1024),
+              help="Split the outbox by key over this many relays (the same number for all of them).")
+@click.option("--shard", default=0, show_default=True, type=click.IntRange(0, 1023),
+              help="This relay's shard, 0 … shards-1: one active relay per shard (a lease), others stand by.")
 @click.option("--batch", default=1000, show_default=True, type=click.IntRange(1, 10000), help="Rows per bus write.")
 @click.option("--poll", default=0.05, show_default=True, type=click.FloatRange(0.001, 60), help="Idle poll (s).")
 @click.option("--lease-ttl", default=10.0, show_default=True, type=click.FloatRange(1, 3600),
@@ -34,8 +37,8 @@ def outbox() -> None:
 @click.option("--create-tables", is_flag=True, help="Create the outbox tables if missing.")
 @click.option("--until-idle", is_flag=True, help="Exit once no row is pending (for a cron job or a drain).")
 @click.pass_context
-def relay(ctx: click.Context, db_url: str, shard: str, batch: int, poll: float, lease_ttl: float, keep_sent: float,
-          create_tables: bool, until_idle: bool) -> None:
+def relay(ctx: click.Context, db_url: str, shards: int, shard: int, batch: int, poll: float, lease_ttl: float,
+          keep_sent: float, create_tables: bool, until_idle: bool) -> None:
     """Move outbox rows to the bus in commit order per key, under a lease; a standby takes over."""
     import sqlalchemy as sa
 
@@ -48,8 +51,8 @@ def relay(ctx: click.Context, db_url: str, shard: str, batch: int, poll: float, 
     if create_tables:
         create(engine)
     bus = open_bus(ctx)
-    r = Relay(engine, bus, shard=shard, batch=batch, poll=poll, lease_ttl=lease_ttl, keep_sent=keep_sent)
-    console().print(f"edbus outbox relay {r.name}: shard {shard!r}", highlight=False)
+    r = Relay(engine, bus, shard=shard, shards=shards, batch=batch, poll=poll, lease_ttl=lease_ttl, keep_sent=keep_sent)
+    console().print(f"edbus outbox relay {r.name}: shard {shard} of {shards}", highlight=False)
     with interruptible():
         r.run(until_idle=until_idle)
 

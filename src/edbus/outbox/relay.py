@@ -23,6 +23,7 @@ import sqlalchemy as sa
 
 from edbus.backends.base import Record
 from edbus.bus.bus import Bus
+from edbus.errors import ConfigError
 from edbus.outbox.lease import Lease
 from edbus.outbox.tables import outbox, record_from_row
 
@@ -48,10 +49,14 @@ def outbox_status(engine: sa.Engine) -> RelayStats:
 
 
 class Relay:
-    """``Relay(engine, bus).run()`` until ``stop()``. One active relay per ``shard`` (a lease); run a standby
-    anywhere: it takes over within ``lease_ttl`` of the active one dying."""
+    """``Relay(engine, bus).run()`` until ``stop()``. One active relay per shard (a lease); run a standby
+    anywhere: it takes over within ``lease_ttl`` of the active one dying.
 
-    def __init__(self, engine: sa.Engine, bus: Bus, *, shard: str = "default", name: str | None = None,
+    ``shards`` > 1 splits the outbox by key: shard ``shard`` (0 … shards-1) relays the rows whose key
+    bucket modulo ``shards`` is ``shard``; every relay of one outbox must use the same ``shards``.
+    """
+
+    def __init__(self, engine: sa.Engine, bus: Bus, *, shard: int = 0, shards: int = 1, name: str | None = None,
                  batch: int = 1000, poll: float = 0.05, lease_ttl: float = 10.0, keep_sent: float = 3600.0,
                  max_backoff: float = 5.0) -> None:
         self.engine = engine
@@ -61,7 +66,10 @@ class Relay:
         self.keep_sent = keep_sent
         self.max_backoff = max_backoff
         self.name = name or f"{socket.gethostname()}:{os.getpid()}:{random.getrandbits(32):08x}"
-        self.lease = Lease(engine, shard, self.name, lease_ttl)
+        if not 0 <= shard < shards:
+            raise ConfigError(f"shard must be in 0…{shards - 1}, not {shard}")
+        self.shard, self.shards = shard, shards
+        self.lease = Lease(engine, f"{shard}/{shards}", self.name, lease_ttl)
         self.sent = 0
         self.failures = 0  # consecutive failed publishes
         self._stop = threading.Event()
@@ -81,8 +89,9 @@ class Relay:
         with self.engine.connect() as conn:
             rows = conn.execute(sa.select(outbox.c.seq, outbox.c.event_id, outbox.c.topic, outbox.c.type,
                                           outbox.c.key, outbox.c.headers, outbox.c.payload)
-                                .where(outbox.c.sent_at.is_(None)).order_by(outbox.c.seq)
-                                .limit(self.batch)).mappings().all()
+                                .where(outbox.c.sent_at.is_(None))
+                                .where(outbox.c.bucket % self.shards == self.shard if self.shards > 1 else sa.true())
+                                .order_by(outbox.c.seq).limit(self.batch)).mappings().all()
         if not rows:
             return 0
         prefix = self.bus.topic_prefix

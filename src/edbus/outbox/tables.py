@@ -3,6 +3,8 @@
 - ``edbus_outbox``: one row per recorded event, the already-encoded edbus ``Record``. ``seq`` is the
   database's auto-increment: it orders rows but is not a cursor (a lower ``seq`` can commit, and so become
   visible, after a higher one). ``sent_at`` is NULL until the relay has published the row.
+  ``bucket`` (0…1023) is a hash of the key: a relay shard takes the buckets ``bucket % shards == shard``, so
+  one key is always relayed by one shard.
 - ``edbus_outbox_lease``: one row per relay shard: who holds it and until when.
 - ``edbus_consumed``: the event ids a subscription's handler has applied (the idempotent-consumer record).
 """
@@ -10,6 +12,7 @@
 from __future__ import annotations
 
 import json
+import zlib
 from collections.abc import Mapping
 from typing import Any
 
@@ -18,7 +21,10 @@ from sqlalchemy.dialects import mysql
 
 from edbus.backends.base import Record
 
-__all__ = ["consumed", "create_tables", "lease", "metadata", "outbox", "record_from_row", "row_from_record"]
+__all__ = ["BUCKETS", "bucket_of", "consumed", "create_tables", "lease", "metadata", "outbox", "record_from_row",
+           "row_from_record"]
+
+BUCKETS = 1024  # shards divide these: use a count that divides 1024 for even shards
 
 metadata = sa.MetaData()
 
@@ -33,6 +39,7 @@ outbox = sa.Table(
     sa.Column("topic", sa.String(255), nullable=False),
     sa.Column("type", sa.String(255), nullable=False),
     sa.Column("key", sa.Text(), nullable=True),
+    sa.Column("bucket", sa.Integer(), nullable=False),
     sa.Column("headers", _TEXT, nullable=False),
     sa.Column("payload", _PAYLOAD, nullable=False),
     sa.Column("created_at", sa.Double(), nullable=False),
@@ -60,8 +67,14 @@ def create_tables(engine: sa.Engine) -> None:
     metadata.create_all(engine)
 
 
+def bucket_of(key: str | None) -> int:
+    """The key's hash bucket (events without a key have no order to keep: bucket 0)."""
+    return 0 if key is None else zlib.crc32(key.encode()) % BUCKETS
+
+
 def row_from_record(topic: str, record: Record, now: float) -> dict[str, Any]:
     return {"event_id": record.id, "topic": topic, "type": record.type, "key": record.key,
+            "bucket": bucket_of(record.key),
             "headers": json.dumps(dict(record.headers), separators=(",", ":")), "payload": record.payload,
             "created_at": now, "sent_at": None}
 

@@ -11,6 +11,7 @@ class OutboxEvent(models.Model):
     topic = models.CharField(max_length=255)
     type = models.CharField(max_length=255)
     key = models.TextField(null=True)
+    bucket = models.IntegerField()
     headers = models.TextField()
     payload = models.BinaryField()
     created_at = models.FloatField()

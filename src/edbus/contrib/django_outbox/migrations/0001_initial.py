@@ -14,6 +14,7 @@ class Migration(migrations.Migration):
                 ("topic", models.CharField(max_length=255)),
                 ("type", models.CharField(max_length=255)),
                 ("key", models.TextField(null=True)),
+                ("bucket", models.IntegerField()),
                 ("headers", models.TextField()),
                 ("payload", models.BinaryField()),
                 ("created_at", models.FloatField()),

@@ -12,7 +12,8 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--database", default="default", help="The Django database alias holding the outbox.")
-        parser.add_argument("--shard", default="default")
+        parser.add_argument("--shards", type=int, default=1)
+        parser.add_argument("--shard", type=int, default=0)
         parser.add_argument("--batch", type=int, default=1000)
         parser.add_argument("--poll", type=float, default=0.05)
         parser.add_argument("--lease-ttl", type=float, default=10.0)
@@ -28,7 +29,8 @@ class Command(BaseCommand):
 
         url = setting("EDBUS_URL")
         db = sqlalchemy_url(options["database"]).render_as_string(hide_password=False)
-        argv = [*(["--url", url] if url else []), "outbox", "relay", "--db", db, "--shard", options["shard"],
+        argv = [*(["--url", url] if url else []), "outbox", "relay", "--db", db, "--shards", str(options["shards"]),
+                "--shard", str(options["shard"]),
                 "--batch", str(options["batch"]), "--poll", str(options["poll"]),
                 "--lease-ttl", str(options["lease_ttl"]), "--keep-sent", str(options["keep_sent"]),
                 *(["--until-idle"] if options["until_idle"] else [])]
