@@ -23,6 +23,8 @@ typecheck: $(STAMP)
 
 unit: $(STAMP)
 	@pulsar_data=$$(mktemp -d); export EDBUS_PULSAR_DATA=$$pulsar_data/pulsar; \
+	export EDBUS_PULSAR_PORT=$$(bash scripts/pulsar.sh free-port) EDBUS_PULSAR_ADMIN_PORT=$$(bash scripts/pulsar.sh free-port); \
+	export EDBUS_TEST_PULSAR=pulsar://127.0.0.1:$$EDBUS_PULSAR_PORT EDBUS_TEST_PULSAR_ADMIN=http://127.0.0.1:$$EDBUS_PULSAR_ADMIN_PORT; \
 	trap 'bash scripts/databases.sh stop; bash scripts/pulsar.sh stop; rm -rf "$$pulsar_data"' EXIT; \
 	bash scripts/databases.sh start && { bash scripts/pulsar.sh start || [ "$$CI" != true ]; } && $(BIN)/pytest -q
 

@@ -5,7 +5,10 @@
 #   scripts/pulsar.sh stop     stop it (SIGTERM, then SIGKILL after 30 s)
 #   scripts/pulsar.sh status   running and ready?
 #   scripts/pulsar.sh wipe     stop it and delete its data (topics, cursors, schemas)
-# Environment: EDBUS_CACHE (default ~/.cache/edbus), EDBUS_PULSAR_DATA (default: <cache>/pulsar-data).
+#   scripts/pulsar.sh free-port  print a free loopback port (for EDBUS_PULSAR_PORT / EDBUS_PULSAR_ADMIN_PORT)
+# Environment: EDBUS_CACHE (default ~/.cache/edbus), EDBUS_PULSAR_DATA (default: <cache>/pulsar-data),
+# EDBUS_PULSAR_PORT (default 6650), EDBUS_PULSAR_ADMIN_PORT (default 8080): concurrent test runs use
+# their own data folder and free ports, so they never share (or stop) each other's broker.
 set -euo pipefail
 shopt -s inherit_errexit
 
@@ -18,7 +21,9 @@ data=${EDBUS_PULSAR_DATA:-$cache/pulsar-data}
 repo=$cache/m2  # Maven's own download cache, kept beside the rest
 pidfile=$data/broker.pid
 log=$data/broker.log
-admin=http://127.0.0.1:8080
+port=${EDBUS_PULSAR_PORT:-6650}
+admin_port=${EDBUS_PULSAR_ADMIN_PORT:-8080}
+admin=http://127.0.0.1:$admin_port
 
 maven() {
   local mvn=$cache/apache-maven-$MAVEN_VERSION/bin/mvn
@@ -54,8 +59,15 @@ running() { [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; }
 
 start() {
   if running && ready; then echo "pulsar.sh: already running (pid $(cat "$pidfile"))"; return 0; fi
+  if ready; then
+    echo "pulsar.sh: another broker (not this data folder's) answers on $admin; use other ports" >&2
+    return 1
+  fi
   fetch
   mkdir -p "$data"
+  # this run's ports, in a copy of the configuration
+  sed -e "s/^brokerServicePort=.*/brokerServicePort=$port/" -e "s/^webServicePort=.*/webServicePort=$admin_port/" \
+    "$here/pulsar/standalone.conf" >"$data/standalone.conf"
   # the JDK's module system hides internals Pulsar reads (bin/pulsar opens the same ones)
   local opens="--add-opens java.base/java.io=ALL-UNNAMED --add-opens java.base/java.lang=ALL-UNNAMED
     --add-opens java.base/java.nio=ALL-UNNAMED --add-opens java.base/sun.nio.ch=ALL-UNNAMED
@@ -66,7 +78,7 @@ start() {
   cd "$data"  # anything the broker writes relative to its working directory stays in the data folder
   nohup java -Xms256m -Xmx1g -XX:+UseG1GC -XX:ParallelGCThreads=2 -XX:ConcGCThreads=1 $opens \
     -Dpulsar.log.level=info -cp "$home/lib/*" org.apache.pulsar.PulsarStandaloneStarter \
-    --config "$here/pulsar/standalone.conf" --no-functions-worker --no-stream-storage \
+    --config "$data/standalone.conf" --no-functions-worker --no-stream-storage \
     --bookkeeper-dir "$data/bookkeeper" --metadata-dir "$data/metadata" >"$log" 2>&1 &
   echo $! >"$pidfile"
   local deadline=$((SECONDS + 120))
@@ -79,7 +91,7 @@ start() {
     fi
     sleep 1
   done
-  echo "pulsar.sh: Apache Pulsar $PULSAR_VERSION ready on pulsar://127.0.0.1:6650 (admin $admin, pid $(cat "$pidfile"))"
+  echo "pulsar.sh: Apache Pulsar $PULSAR_VERSION ready on pulsar://127.0.0.1:$port (admin $admin, pid $(cat "$pidfile"))"
 }
 
 stop() {
@@ -112,5 +124,6 @@ case "${1:-}" in
   start) start ;;
   stop) stop ;;
   status) status ;;
+  free-port) python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])' ;;
   *) echo "usage: scripts/pulsar.sh fetch|start|stop|status|wipe" >&2; exit 2 ;;
 esac

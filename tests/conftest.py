@@ -17,8 +17,7 @@ from edbus.bus import Bus
 
 T = TypeVar("T")
 
-BACKENDS = ["sqlite", "pulsar"]  # the contract suite (tests/contract) runs on each
-BUS_BACKENDS = ["sqlite"]  # the bus, consumer runtime and CLI tests
+BACKENDS = ["sqlite", "pulsar"]  # the contract suite and the bus tests run on each
 PULSAR_SERVICE = os.environ.get("EDBUS_TEST_PULSAR", "pulsar://127.0.0.1:6650")
 PULSAR_ADMIN = os.environ.get("EDBUS_TEST_PULSAR_ADMIN", "http://127.0.0.1:8080")
 
@@ -62,7 +61,7 @@ def backend_url(kind: str, tmp_path: Path) -> str:
     raise ValueError(kind)
 
 
-@pytest.fixture(params=BUS_BACKENDS)
+@pytest.fixture(params=BACKENDS)
 def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return backend_url(request.param, tmp_path)
 

@@ -33,8 +33,8 @@ def _reason(exc: urllib.error.HTTPError) -> str:
         return exc.reason or str(exc.code)
     try:
         found = json.loads(body)
-        if isinstance(found, dict) and found.get("reason"):
-            return str(found["reason"])
+        if isinstance(found, dict) and (found.get("reason") or found.get("message")):
+            return str(found.get("reason") or found["message"])
     except ValueError:
         pass
     return body.strip() or str(exc.reason)

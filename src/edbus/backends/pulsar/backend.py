@@ -70,7 +70,7 @@ class PulsarBackend(Backend):
     # -- producing ---------------------------------------------------------------------------
     def append(self, topic: str, records: Sequence[Record]) -> None:
         if records:
-            self.producers.append(self._full(topic), records)
+            self.producers.append(self._full(topic), records, label=topic)
 
     # -- subscriptions -----------------------------------------------------------------------
     def _mode(self, topic: str, subscription: str) -> Mode:

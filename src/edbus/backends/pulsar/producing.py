@@ -57,7 +57,7 @@ class Producers:
             with contextlib.suppress(BaseException):
                 producer.close()
 
-    def _fresh(self, full_topic: str, records: Sequence[Record]) -> list[Record]:
+    def _fresh(self, full_topic: str, records: Sequence[Record], label: str) -> list[Record]:
         """Records whose id was not appended here recently (an id repeated with another payload is
         refused: it would lose an event)."""
         recent = self._recent.setdefault(full_topic, collections.OrderedDict())
@@ -68,7 +68,7 @@ class Producers:
             known = recent.get(r.id, seen.get(r.id))
             if known is not None:
                 if known != digest:
-                    raise ValidationError(f"event id {r.id!r} is already in topic {full_topic!r} with "
+                    raise ValidationError(f"event id {r.id!r} is already in topic {label!r} with "
                                           "another payload: nothing of this publish was stored")
                 continue
             seen[r.id] = digest
@@ -83,9 +83,11 @@ class Producers:
             recent.popitem(last=False)
 
     def append(self, full_topic: str, records: Sequence[Record], *, dedupe: bool = True,
-               headers: Sequence[dict[str, str]] | None = None, deliver_after: float | None = None) -> None:
+               headers: Sequence[dict[str, str]] | None = None, deliver_after: float | None = None,
+               label: str = "") -> None:
+        """``label``: the topic's name in errors (edbus's, not Pulsar's)."""
         with self._lock:
-            todo = self._fresh(full_topic, records) if dedupe else list(records)
+            todo = self._fresh(full_topic, records, label or full_topic) if dedupe else list(records)
             props = list(headers) if headers is not None else [properties(r) for r in todo]
             deadline = time.monotonic() + self.publish_timeout
             delay = 0.05

@@ -1,0 +1,107 @@
+"""What only the Pulsar backend has to prove: the broker's subscription types, Key_Shared across
+consumers, clients across fork(), and an unreachable broker at publish time."""
+
+from __future__ import annotations
+
+import multiprocessing
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from edbus.backends import Backend, Mode, Record, StartAt, open_backend
+from edbus.errors import StoreUnavailableError
+from tests.conftest import backend_url, eventually
+
+
+@pytest.fixture
+def url(tmp_path: Path) -> str:
+    return backend_url("pulsar", tmp_path)
+
+
+@pytest.fixture
+def backend(url: str) -> Iterator[Backend]:
+    b = open_backend(url)
+    yield b
+    b.close()
+
+
+def rec(i: int, key: str | None) -> Record:
+    return Record(f"e{i}", "org.openedx.test.item.made.v1", key, {"ce_id": f"e{i}"}, b"p%d" % i)
+
+
+def test_modes_are_pulsar_subscription_types(backend: Backend) -> None:
+    from edbus.backends.pulsar import PulsarBackend
+
+    assert isinstance(backend, PulsarBackend)
+    types = [(Mode.KEY_ORDERED, "Key_Shared"), (Mode.SHARED, "Shared"), (Mode.EXCLUSIVE, "Failover")]
+    for mode, _ in types:
+        backend.subscribe("t", mode.value, mode, StartAt())
+        backend.fetch("t", mode.value, "c", 1, 30)  # connects this process's consumer
+    subs = backend.admin.stats(backend.config.prefix + "t")["subscriptions"]
+    for mode, kind in types:
+        assert subs[mode.value]["type"] == kind
+
+
+def test_key_shared_spreads_keys_over_consumers_and_keeps_each_key_in_order(url: str) -> None:
+    one, two = open_backend(url), open_backend(url)  # two Pulsar consumers of one subscription
+    try:
+        one.subscribe("t", "s", Mode.KEY_ORDERED, StartAt())
+        for b in (one, two):
+            assert b.fetch("t", "s", "c", 1, 30) == []  # both connected before anything is published
+        one.append("t", [rec(i, f"k{i % 20}") for i in range(200)])
+        seen: dict[str, list[int]] = {}
+        by: dict[str, set[int]] = {}
+
+        def take() -> bool:
+            for n, b in enumerate((one, two)):
+                got = b.fetch("t", "s", "c", 50, 30)
+                for d in got:
+                    key, i = d.message.record.key or "", int(d.message.record.id[1:])
+                    seen.setdefault(key, []).append(i)
+                    by.setdefault(key, set()).add(n)
+                b.ack(got)
+            return sum(map(len, seen.values())) >= 200
+
+        eventually(take, timeout=30)
+        assert sorted(i for ids in seen.values() for i in ids) == list(range(200))  # each event once
+        assert all(ids == sorted(ids) for ids in seen.values())  # per-key order
+        assert all(len(n) == 1 for n in by.values())  # a key stays with one consumer
+        assert {n for ns in by.values() for n in ns} == {0, 1}  # keys spread over both
+    finally:
+        one.close()
+        two.close()
+
+
+def _append_in_child(url: str) -> None:
+    b = open_backend(url)
+    b.append("t", [rec(2, None)])
+    b.close()
+
+
+def _append_with_parents_backend(backend: Backend) -> None:
+    backend.append("t", [rec(3, None)])  # the parent's client must not be used here
+
+
+def test_a_forked_process_gets_its_own_client(backend: Backend, url: str) -> None:
+    backend.append("t", [rec(1, None)])  # the parent has a client and a producer
+    ctx = multiprocessing.get_context("fork")
+    for target, arg in ((_append_in_child, url), (_append_with_parents_backend, backend)):
+        child = ctx.Process(target=target, args=(arg,))
+        child.start()
+        child.join(60)
+        assert child.exitcode == 0
+    backend.append("t", [rec(4, None)])  # and the parent's still works
+    assert [m.record.id for m in backend.read("t", StartAt(), 10)] == ["e1", "e2", "e3", "e4"]
+
+
+def test_an_unreachable_broker_at_publish_is_retried_until_the_deadline_then_reported() -> None:
+    b = open_backend("pulsar://127.0.0.1:1?publish_timeout=2")  # nothing listens on port 1
+    try:
+        started = time.monotonic()
+        with pytest.raises(StoreUnavailableError, match=r"127\.0\.0\.1:1 unreachable for 2s: 0 of 1 events"):
+            b.append("t", [rec(1, None)])
+        assert 1.5 < time.monotonic() - started < 15
+    finally:
+        b.close()
