@@ -105,3 +105,30 @@ def test_an_unreachable_broker_at_publish_is_retried_until_the_deadline_then_rep
         assert 1.5 < time.monotonic() - started < 15
     finally:
         b.close()
+
+
+def test_the_demo_on_pulsar_ends_with_the_replica_equal_to_the_source_and_poison_dead_lettered(
+        url: str, tmp_path: Path) -> None:
+    import re
+
+    from click.testing import CliRunner
+
+    from edbus.cli.demo import demo
+
+    result = CliRunner().invoke(demo, ["--url", url, "--workdir", str(tmp_path / "run"), "--courses", "30",
+                                       "--changes", "300", "--poison", "3", "--rate", "0", "--timeout", "60"])
+    assert result.exit_code == 0, result.output
+    assert re.search(r"replica equals source\s+yes", result.output)
+    assert re.search(r"dead letters\s+3 in course-catalog\.replica\.dlq", result.output)
+
+
+def test_a_replica_killed_mid_run_on_pulsar_has_its_events_redelivered_and_the_replica_still_equals_the_source(
+        url: str, tmp_path: Path) -> None:
+    from edbus.apps.catalog import DemoConfig
+    from edbus.apps.catalog.runner import run_demo
+
+    config = DemoConfig(url=url, workdir=str(tmp_path), courses=20, changes=400, poison=2, rate=300.0, lease=1.0)
+    report = run_demo(config, timeout=60, chaos=True)
+    assert report.killed == ["replica-1"] and report.exit_codes["replica-1"] == -9
+    assert report.replica_equal and report.applied_exactly_once and report.dead_letters_ok
+    assert report.ok

@@ -263,6 +263,7 @@ class TestDeadLetters:
         for d in backend.fetch("t", "s", "c", 10, 30):
             backend.dead_letter(d, error())
         assert backend.redrive("t", "s", ["e2"]) == 1
+        settled(backend, "t", lambda s: [x.backlog for x in s if x.subscription == "s"] == [1])
         again = backend.fetch("t", "s", "c", 10, 30)
         assert ids(again) == ["e2"] and again[0].attempt == 1
         assert backend.fetch("t", "other", "c", 10, 30) == []

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import time
 import urllib.error
 import urllib.request
 from typing import Any
@@ -40,6 +41,10 @@ def _reason(exc: urllib.error.HTTPError) -> str:
     return body.strip() or str(exc.reason)
 
 
+class _Busy(Exception):
+    pass
+
+
 class Admin:
     """``base`` is the admin URL (``http://host:8080``); ``namespace`` is ``tenant/namespace``."""
 
@@ -52,6 +57,20 @@ class Admin:
         return f"/admin/v2/persistent/{self.namespace}/{quote(topic, safe='')}"
 
     def call(self, method: str, path: str, body: Any = None, *, raw: str | None = None) -> Any:
+        """One request; a 412 (another client is changing the same subscription or topic right now,
+        e.g. two processes subscribing at once) is retried with backoff for a few seconds."""
+        deadline = time.monotonic() + 10
+        delay = 0.02
+        while True:
+            try:
+                return self._call(method, path, body, raw)
+            except _Busy as exc:
+                if time.monotonic() + delay > deadline:
+                    raise StoreError(f"Pulsar admin {method} {path}: still busy after 10 s: {exc}") from None
+                time.sleep(delay)  # backoff before retrying, not synchronisation
+                delay = min(delay * 2, 0.5)
+
+    def _call(self, method: str, path: str, body: Any, raw: str | None) -> Any:
         data = None
         headers = {"Accept": "application/json"}
         if raw is not None:
@@ -68,6 +87,8 @@ class Admin:
                 raise NotFoundError(reason) from None
             if exc.code == 409:
                 raise AdminConflict(reason) from None
+            if exc.code == 412:
+                raise _Busy(reason) from None
             raise StoreError(f"Pulsar admin {method} {path}: HTTP {exc.code}: {reason}") from None
         except (urllib.error.URLError, OSError) as exc:
             raise StoreUnavailableError(f"Pulsar admin API at {self.base} unreachable: {exc}") from None

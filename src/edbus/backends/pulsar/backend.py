@@ -37,6 +37,7 @@ MODE = "edbus_mode"  # subscription property: the edbus mode it was created in
 DLQ_SUB = "__edbus_dlq"  # the subscription on a dead-letter topic whose backlog is the dead letters
 _FIRST_WAIT = 0.2  # fetch: how long to wait for a first message when nothing is free here
 _GAP = 0.02  # fetch: how long to wait for each further message already dispatched
+_MOST = 0.02  # fetch: how long to keep collecting once something is leasable
 _NEW_CONSUMER_WAIT = 5.0  # fetch: first wait of a new consumer when its subscription has a backlog
 
 
@@ -140,7 +141,7 @@ class PulsarBackend(Backend):
 
     def fetch(self, topic: str, subscription: str, consumer: str, limit: int, lease: float) -> list[Delivery]:
         state = self._state(topic, subscription)
-        state.drain(limit, state.first_wait, _GAP)
+        state.drain(consumer, limit, state.first_wait, _GAP, _MOST)
         state.first_wait = _FIRST_WAIT
         return state.lease(consumer, limit, lease)
 
@@ -346,13 +347,24 @@ class PulsarBackend(Backend):
                     mode = Mode((s.get("subscriptionProperties") or {}).get(MODE, ""))
                 except ValueError:
                     continue  # not an edbus subscription (or the dead letters' own)
-                backlog = int(s.get("msgBacklog", 0))
-                earliest = int(s.get("earliestMsgPublishTimeInBacklog") or 0)
+                retried = self._retry_stats(t, name)  # redriven dead letters waiting on the retry topic
+                backlog = int(s.get("msgBacklog", 0)) + int(retried.get("msgBacklog", 0))
+                in_flight = int(s.get("unackedMessages", 0)) + int(retried.get("unackedMessages", 0))
+                earliest = min((int(x.get("earliestMsgPublishTimeInBacklog") or 0) for x in (s, retried)
+                                if x.get("msgBacklog")), default=0)
                 out.append(SubscriptionStats(
-                    t, name, mode, backlog, int(s.get("unackedMessages", 0)), self._dead_count(t, name),
+                    t, name, mode, backlog, in_flight, self._dead_count(t, name),
                     max(0.0, now - earliest / 1000) if backlog and earliest > 0 else None,
                     len(s.get("consumers", []))))
         return out
+
+    def _retry_stats(self, topic: str, subscription: str) -> dict[str, Any]:
+        try:
+            stats = self.admin.stats(retry_topic(self._name(topic), subscription))
+        except NotFoundError:
+            return {}
+        found = stats.get("subscriptions", {}).get(subscription, {})
+        return found if isinstance(found, dict) else {}
 
     def _dead_count(self, topic: str, subscription: str) -> int:
         try:

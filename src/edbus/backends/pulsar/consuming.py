@@ -81,23 +81,43 @@ class SubState:
         self.held[message.position] = Held(msg, message, msg.redelivery_count())
         return True
 
-    def drain(self, want: int, first_wait: float, gap: float) -> None:
-        """Receive until ``want`` are free to lease, waiting ``first_wait`` for the first and ``gap``
-        for each next one (messages the broker has dispatched arrive together)."""
-        now = time.time()
-        free = sum(1 for h in self.held.values() if h.free(now))
-        wait = first_wait if free == 0 else gap
-        while free < want and self.receive(wait):
-            free += 1
-            wait = gap
+    def drain(self, consumer: str, want: int, first_wait: float, gap: float, most: float) -> None:
+        """Receive until ``consumer`` could lease ``want``: waiting up to ``first_wait`` while it could
+        lease none, then ``gap`` for each next message (what the broker dispatched together arrives
+        together), for ``most`` seconds in all once one is leasable (a busy topic never makes a fetch
+        wait for a whole batch)."""
+        start = time.monotonic()
+        leasable = len(self._choose(consumer, want, time.time()))
+        while leasable < want:
+            if leasable == 0:
+                wait = first_wait - (time.monotonic() - start)
+            else:
+                wait = min(gap, most - (time.monotonic() - start))
+            if wait <= 0 or not self.receive(wait):
+                return
+            leasable = len(self._choose(consumer, want, time.time()))
 
     # -- leasing -----------------------------------------------------------------------------
     def lease(self, consumer: str, limit: int, lease: float) -> list[Delivery]:
         now = time.time()
+        chosen = self._choose(consumer, limit, now)
         if self.mode is Mode.EXCLUSIVE:
             if self.owner not in (None, consumer) and self.owner_expires > now:
                 return []
             self.owner, self.owner_expires = consumer, now + lease
+        token = _rng.getrandbits(62)
+        out = []
+        for h in chosen:
+            h.owner, h.lease_expires, h.token = consumer, now + lease, token
+            h.leases += 1
+            out.append(Delivery(h.message, self.subscription, h.redeliveries + h.leases, tuple(h.history),
+                                (self, h.message.position, token)))
+        return out
+
+    def _choose(self, consumer: str, limit: int, now: float) -> list[Held]:
+        """What ``consumer`` may lease now, in order (the contract's per-key and total-order rules)."""
+        if self.mode is Mode.EXCLUSIVE and self.owner not in (None, consumer) and self.owner_expires > now:
+            return []
         chosen: list[Held] = []
         blocked: set[str | None] = set()
         for h in self.held.values():
@@ -111,14 +131,7 @@ class SubState:
             if self.mode is Mode.KEY_ORDERED and h.message.record.key in blocked:
                 continue
             chosen.append(h)
-        token = _rng.getrandbits(62)
-        out = []
-        for h in chosen:
-            h.owner, h.lease_expires, h.token = consumer, now + lease, token
-            h.leases += 1
-            out.append(Delivery(h.message, self.subscription, h.redeliveries + h.leases, tuple(h.history),
-                                (self, h.message.position, token)))
-        return out
+        return chosen
 
     def find(self, position: str, token: int) -> Held | None:
         h = self.held.get(position)
