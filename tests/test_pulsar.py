@@ -132,3 +132,38 @@ def test_a_replica_killed_mid_run_on_pulsar_has_its_events_redelivered_and_the_r
     assert report.killed == ["replica-1"] and report.exit_codes["replica-1"] == -9
     assert report.replica_equal and report.applied_exactly_once and report.dead_letters_ok
     assert report.ok
+
+
+def test_threads_sharing_one_backend_get_every_event_once_and_keys_in_order(backend: Backend) -> None:
+    import threading
+
+    backend.subscribe("t", "s", Mode.KEY_ORDERED, StartAt())
+    backend.append("t", [rec(i, f"k{i % 10}") for i in range(400)])
+    got: list[tuple[str, int]] = []
+    errors: list[BaseException] = []
+    lock = threading.Lock()
+
+    def work(name: str) -> None:
+        try:
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                with lock:
+                    if len(got) >= 400:
+                        return
+                batch = backend.fetch("t", "s", name, 7, 30)
+                with lock:
+                    got.extend((d.message.record.key or "", int(d.message.record.id[1:])) for d in batch)
+                backend.ack(batch)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(f"c{n}",)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert sorted(i for _, i in got) == list(range(400))
+    for key in {k for k, _ in got}:
+        mine = [i for k, i in got if k == key]
+        assert mine == sorted(mine)

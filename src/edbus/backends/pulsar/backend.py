@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -54,6 +55,7 @@ class PulsarBackend(Backend):
         self.holder = ClientHolder(self.config)
         self.producers = Producers(self.holder, self.config.publish_timeout)
         self._subs: dict[tuple[str, str], SubState] = {}
+        self._subs_lock = threading.RLock()
         self._pid = os.getpid()
         self._dlq_ready: set[str] = set()
         self._registry = PulsarSchemaRegistry(self.admin, self.config.prefix)
@@ -106,13 +108,18 @@ class PulsarBackend(Backend):
             self.admin.delete_subscription(retry_topic(name, subscription), subscription)
 
     def _forget(self, topic: str, subscription: str) -> None:
-        state = self._subs.pop((topic, subscription), None)
+        with self._subs_lock:
+            state = self._subs.pop((topic, subscription), None)
         if state is not None:
             state.close()
 
     def _state(self, topic: str, subscription: str) -> SubState:
         """This process's consumer of the subscription (checked to exist: another process may have
         deleted it; the broker does not create subscriptions on its own, see docs/pulsar.md)."""
+        with self._subs_lock:
+            return self._state_locked(topic, subscription)
+
+    def _state_locked(self, topic: str, subscription: str) -> SubState:
         if self._pid != os.getpid():
             self._subs.clear()  # the parent's consumers belong to the parent
             self._pid = os.getpid()

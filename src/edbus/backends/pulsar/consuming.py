@@ -13,8 +13,11 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
+import threading
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar, cast
 
 from edbus._rng import rng as _rng
 from edbus.backends.base import Delivery, ErrorInfo, Message, Mode
@@ -24,6 +27,17 @@ from edbus.backends.pulsar.messages import to_message
 __all__ = ["Held", "SubState", "consumer_type"]
 
 _HISTORY_KEEP = 100
+
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _locked(method: _F) -> _F:
+    @functools.wraps(method)
+    def run(self: SubState, *args: Any, **kwargs: Any) -> Any:
+        with self.lock:
+            return method(self, *args, **kwargs)
+    return cast(_F, run)
 
 
 def consumer_type(mode: Mode) -> Any:
@@ -60,6 +74,7 @@ class SubState:
         self.mode = mode
         self.consumer = consumer
         self.held: dict[str, Held] = {}  # by position, in arrival order
+        self.lock = threading.RLock()  # threads of the process may share a backend
         self.owner: str | None = None  # exclusive: the named consumer that holds the subscription
         self.owner_expires = 0.0
         self.first_wait = 0.0  # set by the backend: how long the next fetch waits for a first message
@@ -78,7 +93,8 @@ class SubState:
                 raise
             raise
         message = to_message(msg, self.topic)
-        self.held[message.position] = Held(msg, message, msg.redelivery_count())
+        with self.lock:
+            self.held[message.position] = Held(msg, message, msg.redelivery_count())
         return True
 
     def drain(self, consumer: str, want: int, first_wait: float, gap: float, most: float) -> None:
@@ -98,6 +114,7 @@ class SubState:
             leasable = len(self._choose(consumer, want, time.time()))
 
     # -- leasing -----------------------------------------------------------------------------
+    @_locked
     def lease(self, consumer: str, limit: int, lease: float) -> list[Delivery]:
         now = time.time()
         chosen = self._choose(consumer, limit, now)
@@ -114,6 +131,7 @@ class SubState:
                                 (self, h.message.position, token)))
         return out
 
+    @_locked
     def _choose(self, consumer: str, limit: int, now: float) -> list[Held]:
         """What ``consumer`` may lease now, in order (the contract's per-key and total-order rules)."""
         if self.mode is Mode.EXCLUSIVE and self.owner not in (None, consumer) and self.owner_expires > now:
@@ -133,10 +151,12 @@ class SubState:
             chosen.append(h)
         return chosen
 
+    @_locked
     def find(self, position: str, token: int) -> Held | None:
         h = self.held.get(position)
         return h if h is not None and h.token == token else None
 
+    @_locked
     def ack(self, position: str, token: int) -> bool:
         h = self.find(position, token)
         if h is None:
@@ -146,6 +166,7 @@ class SubState:
         del self.held[position]
         return True
 
+    @_locked
     def nack(self, position: str, token: int, delay: float, error: ErrorInfo | None) -> None:
         h = self.find(position, token)
         if h is None:
@@ -158,6 +179,7 @@ class SubState:
             h.leases -= 1
         h.owner, h.lease_expires, h.token, h.available_at = None, 0.0, 0, time.time() + delay
 
+    @_locked
     def extend(self, position: str, token: int, lease: float) -> None:
         h = self.find(position, token)
         if h is not None:
@@ -165,6 +187,7 @@ class SubState:
             if self.mode is Mode.EXCLUSIVE and self.owner == h.owner:
                 self.owner_expires = h.lease_expires
 
+    @_locked
     def close(self) -> None:
         self.held.clear()
         with contextlib.suppress(BaseException):
