@@ -167,3 +167,48 @@ def test_threads_sharing_one_backend_get_every_event_once_and_keys_in_order(back
     for key in {k for k, _ in got}:
         mine = [i for k, i in got if k == key]
         assert mine == sorted(mine)
+
+
+@pytest.mark.slow
+def test_an_append_while_the_broker_restarts_waits_for_it_and_is_stored_once(tmp_path: Path) -> None:
+    """A broker of its own (its own data folder and ports): stopped, then started again under an append."""
+    import os
+    import subprocess
+    import threading
+
+    backend_url("pulsar", tmp_path)  # the shared broker's checks: fail under CI, else skip, when unusable
+    script = Path(__file__).parent.parent / "scripts" / "pulsar.sh"
+
+    def free_port() -> str:
+        return subprocess.run(["bash", str(script), "free-port"], capture_output=True, text=True,
+                              check=True).stdout.strip()
+
+    port, admin = free_port(), free_port()
+    env = {**os.environ, "EDBUS_PULSAR_DATA": str(tmp_path / "broker"), "EDBUS_PULSAR_PORT": port,
+           "EDBUS_PULSAR_ADMIN_PORT": admin}
+
+    def broker(command: str) -> None:
+        subprocess.run(["bash", str(script), command], env=env, check=True, timeout=180, capture_output=True)
+
+    broker("start")
+    b = open_backend(f"pulsar://127.0.0.1:{port}?admin=http://127.0.0.1:{admin}&publish_timeout=120")
+    try:
+        b.append("t", [rec(1, "k")])
+        broker("stop")
+        errors: list[BaseException] = []
+
+        def append() -> None:
+            try:
+                b.append("t", [rec(2, "k")])
+            except BaseException as exc:
+                errors.append(exc)
+
+        publishing = threading.Thread(target=append)
+        publishing.start()
+        broker("start")
+        publishing.join(150)
+        assert not publishing.is_alive() and errors == []
+        assert [m.record.id for m in b.read("t", StartAt(), 10)] == ["e1", "e2"]
+    finally:
+        b.close()
+        broker("stop")
