@@ -1,5 +1,6 @@
 """What both test services share. Each runs in its own process with its own SQLite database
-(``SERVICE_DB``); both use the event bus store at ``EDBUS_URL`` (the embedded store)."""
+(``SERVICE_DB``); both use the event bus store at ``EDBUS_URL`` (an embedded store or a Pulsar broker:
+tests/openedx/services.py)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Run the two test services (separate Django projects) as separate processes, each on its own database."""
+"""Run the two test services (separate Django projects) as separate processes, each on its own database,
+both on one bus store: the embedded store (a file in the test's folder) or the test Pulsar broker."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from tests.conftest import backend_url
+
 ROOT = Path(__file__).resolve().parents[2]
 PRODUCING = "tests.openedx.producing_service.settings"
 CONSUMING = "tests.openedx.consuming_service.settings"
@@ -19,11 +22,13 @@ GROUP = "consuming-service"
 
 
 class Services:
-    """The bus store, and a database per service, in one temporary folder."""
+    """The bus store (``backend``: "sqlite" or "pulsar", see tests.conftest.BACKENDS), and a database per
+    service in one temporary folder. On Pulsar each test has its own topics (a unique prefix in the URL)."""
 
-    def __init__(self, tmp: Path, prefix: str = "test") -> None:
+    def __init__(self, tmp: Path, prefix: str = "test", backend: str = "sqlite") -> None:
         self.tmp = tmp
-        self.url = f"sqlite:///{tmp}/bus.db"
+        self.backend = backend
+        self.url = f"sqlite:///{tmp}/bus.db" if backend == "sqlite" else backend_url(backend, tmp)
         self.prefix = prefix
         self.db = {PRODUCING: tmp / "producing.db", CONSUMING: tmp / "consuming.db"}
         for settings in self.db:

@@ -12,7 +12,7 @@ import pytest
 
 from edbus import Bus
 from edbus.backends.base import Record
-from tests.conftest import eventually
+from tests.conftest import BACKENDS, eventually
 from tests.openedx.services import CONSUMING, GROUP, PRODUCING, TOPIC, Services, stop
 
 pytestmark = pytest.mark.slow
@@ -35,8 +35,9 @@ def _dead_letters(services: Services) -> list[dict[str, object]]:
     return letters
 
 
-def test_a_raising_receiver_is_retried_with_backoff_then_dead_lettered_not_lost(tmp_path: Path) -> None:
-    services = Services(tmp_path)
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_raising_receiver_is_retried_with_backoff_then_dead_lettered_not_lost(tmp_path: Path, backend: str) -> None:
+    services = Services(tmp_path, backend=backend)
     consumer = services.start_consumer({"max_attempts": 3, "backoff_base": 0.05})
     poison = _catalog_change(services, "course-v1:edX+Poison+2024", "Poison course")
     good = _catalog_change(services, "course-v1:edX+Good+2024", "Good course")
@@ -57,9 +58,10 @@ def test_a_raising_receiver_is_retried_with_backoff_then_dead_lettered_not_lost(
     assert code == 0, err[-2000:]
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_unknown_signal_and_undecodable_payload_are_dead_lettered_with_the_reason_and_the_consumer_goes_on(
-        tmp_path: Path) -> None:
-    services = Services(tmp_path)
+        tmp_path: Path, backend: str) -> None:
+    services = Services(tmp_path, backend=backend)
     good = _catalog_change(services, "course-v1:edX+Good+2024", "Good course")
     with Bus.from_url(services.url, topic_prefix=f"{services.prefix}-") as bus:
         (stored,) = [m for m, _, _ in bus.read(TOPIC)]
@@ -96,8 +98,10 @@ def test_consume_events_exits_non_zero_on_a_fatal_error(tmp_path: Path, extra: s
     assert "fatal error" in done.stderr
 
 
-def test_a_producer_misconfiguration_stops_the_service_at_start_up_with_a_clear_message(tmp_path: Path) -> None:
-    services = Services(tmp_path)
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_producer_misconfiguration_stops_the_service_at_start_up_with_a_clear_message(
+        tmp_path: Path, backend: str) -> None:
+    services = Services(tmp_path, backend=backend)  # a correct configuration passes the check on each
     assert services.manage(PRODUCING, "check", check=False).returncode == 0
     done = services.manage(PRODUCING, "check", check=False, BAD_KEY_FIELD="catalog_info.course_kee")
     assert done.returncode != 0

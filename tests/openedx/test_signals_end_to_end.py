@@ -1,6 +1,7 @@
 """Two Django services in separate processes with separate databases: every signal openedx-events can
 serialize, sent by the producing service with ``send_event``, reaches the consuming service's receivers
-through ``consume_events`` as the same signal with equal data and metadata (embedded store)."""
+through ``consume_events`` as the same signal with equal data and metadata, on each backend (the embedded
+store and Pulsar: ``EDBUS_URL`` of both services)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import eventually
+from tests.conftest import BACKENDS, eventually
 from tests.openedx.services import CONSUMING, GROUP, PRODUCING, TOPIC, Services, stop
 from tests.openedx.signal_data import serializable_signals
 
@@ -20,10 +21,11 @@ def _by_id(rows: list[dict[str, object]]) -> dict[object, tuple[object, object, 
     return {r["event_id"]: (r["event_type"], r["metadata"], r["data"]) for r in rows}
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("extra", [None, {"mode": "shared", "concurrency": 4}], ids=["default", "shared-4-threads"])
 def test_every_serializable_signal_arrives_as_the_same_signal_with_equal_data_and_metadata(
-        tmp_path: Path, extra: dict[str, object] | None) -> None:
-    services = Services(tmp_path)
+        tmp_path: Path, extra: dict[str, object] | None, backend: str) -> None:
+    services = Services(tmp_path, backend=backend)
     consumer = services.start_consumer(extra)
     services.manage(PRODUCING, "send_all_signals", "--rounds", "3")
     sent = services.sent()
@@ -39,8 +41,9 @@ def test_every_serializable_signal_arrives_as_the_same_signal_with_equal_data_an
     assert all(r["from_event_bus"] for r in received)  # re-emitted by the bus: not sent back to it
 
 
-def test_replay_commands_deliver_a_group_s_events_again(tmp_path: Path) -> None:
-    services = Services(tmp_path)
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_replay_commands_deliver_a_group_s_events_again(tmp_path: Path, backend: str) -> None:
+    services = Services(tmp_path, backend=backend)
     before = dt.datetime.now(dt.UTC).isoformat()
     services.manage(PRODUCING, "send_all_signals")
     count = len(services.sent())
@@ -57,8 +60,9 @@ def test_replay_commands_deliver_a_group_s_events_again(tmp_path: Path) -> None:
     assert len(services.received()) == 3 * count
 
 
-def test_produce_event_command_sends_one_event_that_the_consumer_receives(tmp_path: Path) -> None:
-    services = Services(tmp_path)
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_produce_event_command_sends_one_event_that_the_consumer_receives(tmp_path: Path, backend: str) -> None:
+    services = Services(tmp_path, backend=backend)
     done = services.manage(
         PRODUCING, "produce_event", "--signal", "openedx_events.learning.signals.SESSION_LOGIN_COMPLETED",
         "--topic", TOPIC, "--key-field", "user.pii.username", "--data",
