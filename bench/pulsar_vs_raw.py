@@ -6,14 +6,20 @@
 
 Both sides send the same ~1 KB messages (edbus's encoded Avro payload and its envelope headers as
 properties), batching off, each send acked by the broker (journalSyncData on): single sync sends,
-pipelined sends of 100 (send_async + flush: edbus's publish_many), and consume + ack.
+pipelined sends of 100 (send_async + flush: edbus's publish_many), and consume + ack. Then end-to-end
+latency at a fixed rate (1,000 events/s: every 10 ms a send of 10, pipelined and flushed as above, on a
+fresh topic with its consumer already running): from handing the send to the client to the consumer
+holding the message (raw: ``receive`` returned; edbus: the handler called), p50 and p99, the first 10 %
+left out as warm-up.
 """
 
 from __future__ import annotations
 
 import argparse
+import threading
 import time
 import uuid
+from typing import Any
 
 from edbus import Bus, Event
 from edbus.backends.pulsar import PulsarBackend
@@ -27,6 +33,82 @@ except ImportError:  # run as a script from bench/
 
 def rate(n: int, seconds: float) -> str:
     return f"{n / seconds:,.0f}/s ({seconds * 1000 / n:.2f} ms each)"
+
+
+RATE = 1000  # events/s of the latency run
+TICK = 10  # events sent together every TICK / RATE seconds
+
+
+def paced(n: int, send: Any) -> list[float]:
+    """Send ``n`` events at RATE, TICK at a time (``send(first, end)``); returns each one's send time."""
+    sent = [0.0] * n
+    start = time.perf_counter()
+    for base in range(0, n, TICK):
+        delay = start + base / RATE - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)
+        now = time.perf_counter()
+        end = min(n, base + TICK)
+        sent[base:end] = [now] * (end - base)
+        send(base, end)
+    return sent
+
+
+def latency(sent: list[float], received: dict[int, float]) -> str:
+    n = len(sent)
+    assert len(received) == n, f"{len(received)} of {n} events received"
+    skip = n // 10  # warm-up
+    ms = sorted((received[i] - sent[i]) * 1000 for i in range(skip, n))
+    return f"p50 {ms[len(ms) // 2]:.1f} ms, p99 {ms[int(len(ms) * 0.99)]:.1f} ms"
+
+
+def raw_latency(service: str, topic: str, body: bytes, props: dict[str, str], n: int) -> str:
+    import pulsar
+
+    client = pulsar.Client(service, logger=pulsar.ConsoleLogger(pulsar.LoggerLevel.Error))
+    consumer = client.subscribe(topic, "bench", consumer_type=pulsar.ConsumerType.KeyShared,
+                                initial_position=pulsar.InitialPosition.Earliest)
+    producer = client.create_producer(topic, batching_enabled=False, block_if_queue_full=True)
+    received: dict[int, float] = {}
+
+    def consume() -> None:
+        for _ in range(n):
+            msg = consumer.receive(10_000)
+            received[int(msg.properties()["seq"])] = time.perf_counter()
+            consumer.acknowledge(msg)
+
+    thread = threading.Thread(target=consume)
+    thread.start()
+
+    def send(first: int, end: int) -> None:
+        for i in range(first, end):
+            producer.send_async(body, lambda *_: None, properties={**props, "seq": str(i)},
+                                partition_key=f"k{i % 100}")
+        producer.flush()
+
+    sent = paced(n, send)
+    thread.join()
+    client.close()
+    return latency(sent, received)
+
+
+def edbus_latency(url: str, n: int) -> str:
+    bus = Bus.from_url(url)
+    consumer: Consumer = bus.consumer("latency", "bench")
+    received: dict[int, float] = {}
+
+    def handle(event: Event[Any]) -> None:
+        received[event.data.user_id] = time.perf_counter()
+
+    consumer.handler(EVENT)(handle)
+    bus.backend.subscribe(bus.topic("latency"), "bench", __import__("edbus").backends.Mode.KEY_ORDERED,
+                          __import__("edbus").backends.StartAt())
+    thread = threading.Thread(target=consumer.run, kwargs={"max_events": n, "install_signals": False})
+    thread.start()
+    sent = paced(n, lambda first, end: bus.publish_many("latency", [(EVENT, payload(i)) for i in range(first, end)]))
+    thread.join()
+    bus.close()
+    return latency(sent, received)
 
 
 def raw(service: str, topic: str, body: bytes, props: dict[str, str], single: int, batched: int) -> dict[str, str]:
@@ -87,6 +169,7 @@ def main() -> None:
     parser.add_argument("--url", default="pulsar://127.0.0.1:6650")
     parser.add_argument("--single", type=int, default=2000)
     parser.add_argument("--batched", type=int, default=20000)
+    parser.add_argument("--latency", type=int, default=5000, help="events of the latency run (at 1,000/s)")
     args = parser.parse_args()
     prefix = f"bench{uuid.uuid4().hex[:8]}-"
     sep = "&" if "?" in args.url else "?"
@@ -98,15 +181,25 @@ def main() -> None:
     raw_topic = bus.backend.config.full(f"{prefix}raw")
     bus.backend.admin.create_topic(f"{prefix}raw")  # the broker creates no subscriptions on its own
     bus.backend.admin.create_subscription(f"{prefix}raw", "bench", True, {})
+    bus.backend.admin.create_topic(f"{prefix}rawlatency")
+    bus.backend.admin.create_subscription(f"{prefix}rawlatency", "bench", True, {})
     bus.close()
     print(f"message: {len(record.payload)} B payload + {record.size - len(record.payload)} B of headers "
           f"({record.size} B), batching off, broker acks after the journal fsync")
     results = {"raw pulsar-client": raw(service, raw_topic, record.payload, dict(record.headers),
                                         args.single, args.batched),
                "edbus": edbus(url, args.single, args.batched)}
+    results["raw pulsar-client"]["latency @1k/s"] = raw_latency(
+        service, bus.backend.config.full(f"{prefix}rawlatency"), record.payload, dict(record.headers), args.latency)
+    results["edbus"]["latency @1k/s"] = edbus_latency(url, args.latency)
     for name, figures in results.items():
         for what, figure in figures.items():
             print(f"{name:18} {what:14} {figure}")
+    raw_figures, edbus_figures = results["raw pulsar-client"], results["edbus"]
+    for what in ("sends of 100", "consume + ack"):
+        share = float(edbus_figures[what].split("/")[0].replace(",", "")) / float(
+            raw_figures[what].split("/")[0].replace(",", ""))
+        print(f"edbus / raw        {what:14} {share:.0%}")
 
 
 if __name__ == "__main__":

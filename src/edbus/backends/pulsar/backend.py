@@ -158,9 +158,18 @@ class PulsarBackend(Backend):
         return state, position, token
 
     def ack(self, deliveries: Sequence[Delivery]) -> None:
-        for d in deliveries:
-            state, position, token = self._handle(d)
-            state.ack(position, token)
+        # in order; consecutive deliveries of one subscription acked under one hold of its lock
+        i, n = 0, len(deliveries)
+        while i < n:
+            state = self._handle(deliveries[i])[0]
+            handles = []
+            while i < n:
+                other, position, token = self._handle(deliveries[i])
+                if other is not state:
+                    break
+                handles.append((position, token))
+                i += 1
+            state.ack_many(handles)
 
     def nack(self, delivery: Delivery, delay: float, error: ErrorInfo | None) -> None:
         state, position, token = self._handle(delivery)

@@ -16,7 +16,7 @@ import dataclasses
 import functools
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar, cast
 
 from edbus._rng import rng as _rng
@@ -60,9 +60,19 @@ class Held:
     lease_expires: float = 0.0
     token: int = 0
     available_at: float = 0.0
+    fresh: bool = True  # when received: its position was not held yet
 
     def free(self, now: float) -> bool:
         return self.lease_expires <= now and self.available_at <= now
+
+
+@dataclasses.dataclass(slots=True)
+class _Scan:
+    count: int  # leasable now
+    blocked: set[str | None]  # keys behind a message that is not free
+    stopped: bool  # exclusive: nothing after the scan's end is leasable
+    due: float  # when something not free becomes free (the count may grow then: scan again)
+    version: int  # SubState.version when scanned
 
 
 class SubState:
@@ -78,40 +88,69 @@ class SubState:
         self.owner: str | None = None  # exclusive: the named consumer that holds the subscription
         self.owner_expires = 0.0
         self.first_wait = 0.0  # set by the backend: how long the next fetch waits for a first message
+        self.version = 0  # bumped by every change of ``held`` or of a lease (``drain`` rescans on one)
 
     # -- receiving ---------------------------------------------------------------------------
     def receive(self, timeout: float) -> bool:
         """Take one message from the client's queue into ``held``; False on timeout."""
+        return self._receive(timeout) is not None
+
+    def _receive(self, timeout: float) -> Held | None:
+        """Take one message into ``held`` and return its entry; ``None`` on timeout."""
         import pulsar
 
         try:
             msg = self.consumer.receive(timeout_millis=max(1, int(timeout * 1000)))
         except pulsar.Timeout:
-            return False
+            return None
         except BaseException:
             with pulsar_errors(f"receive on {self.topic}/{self.subscription}"):
                 raise
             raise
         message = to_message(msg, self.topic)
+        held = Held(msg, message, msg.redelivery_count())
         with self.lock:
-            self.held[message.position] = Held(msg, message, msg.redelivery_count())
-        return True
+            replaced = message.position in self.held
+            self.held[message.position] = held
+            self.version += 1
+            held.fresh = not replaced
+        return held
 
     def drain(self, consumer: str, want: int, first_wait: float, gap: float, most: float) -> None:
         """Receive until ``consumer`` could lease ``want``: waiting up to ``first_wait`` while it could
         lease none, then ``gap`` for each next message (what the broker dispatched together arrives
         together), for ``most`` seconds in all once one is leasable (a busy topic never makes a fetch
-        wait for a whole batch)."""
+        wait for a whole batch).
+
+        What is leasable is counted by one scan of ``held`` (``_scan``), then kept up to date per
+        message received: a new message at the end of ``held`` is leasable unless its key is blocked
+        (key_ordered) or something before it is (exclusive). Anything else that changes the count (a
+        lease, ack, nack or extend by another thread, a lease or retry coming due, a redelivery of a
+        held message) makes it scan again."""
         start = time.monotonic()
-        leasable = len(self._choose(consumer, want, time.time()))
+        with self.lock:
+            scan = self._scan(consumer, want, time.time())
+        leasable = scan.count
         while leasable < want:
             if leasable == 0:
                 wait = first_wait - (time.monotonic() - start)
             else:
                 wait = min(gap, most - (time.monotonic() - start))
-            if wait <= 0 or not self.receive(wait):
+            if wait <= 0:
                 return
-            leasable = len(self._choose(consumer, want, time.time()))
+            held = self._receive(wait)
+            if held is None:
+                return
+            with self.lock:
+                now = time.time()
+                if held.fresh and self.version == scan.version + 1 and now < scan.due:
+                    scan.version = self.version
+                    if not scan.stopped and not (self.mode is Mode.KEY_ORDERED
+                                                 and held.message.record.key in scan.blocked):
+                        scan.count += 1
+                else:
+                    scan = self._scan(consumer, want, now)
+                leasable = scan.count
 
     # -- leasing -----------------------------------------------------------------------------
     @_locked
@@ -122,6 +161,7 @@ class SubState:
             if self.owner not in (None, consumer) and self.owner_expires > now:
                 return []
             self.owner, self.owner_expires = consumer, now + lease
+        self.version += 1
         token = _rng.getrandbits(62)
         out = []
         for h in chosen:
@@ -130,6 +170,30 @@ class SubState:
             out.append(Delivery(h.message, self.subscription, h.redeliveries + h.leases, tuple(h.history),
                                 (self, h.message.position, token)))
         return out
+
+    @_locked
+    def _scan(self, consumer: str, limit: int, now: float) -> _Scan:
+        """``_choose``'s count, with what ``drain`` needs to update it per new message."""
+        blocked: set[str | None] = set()
+        due = float("inf")
+        if self.mode is Mode.EXCLUSIVE and self.owner not in (None, consumer) and self.owner_expires > now:
+            return _Scan(0, blocked, True, self.owner_expires, self.version)
+        count = 0
+        stopped = False
+        for h in self.held.values():
+            if count >= limit:
+                break
+            if not h.free(now):
+                due = min(due, max(h.lease_expires, h.available_at))
+                if self.mode is Mode.EXCLUSIVE:
+                    stopped = True
+                    break
+                blocked.add(h.message.record.key)
+                continue
+            if self.mode is Mode.KEY_ORDERED and h.message.record.key in blocked:
+                continue
+            count += 1
+        return _Scan(count, blocked, stopped, due, self.version)
 
     @_locked
     def _choose(self, consumer: str, limit: int, now: float) -> list[Held]:
@@ -164,7 +228,21 @@ class SubState:
         with pulsar_errors(f"ack on {self.topic}/{self.subscription}"):
             self.consumer.acknowledge(h.raw)
         del self.held[position]
+        self.version += 1
         return True
+
+    @_locked
+    def ack_many(self, handles: Sequence[tuple[str, int]]) -> None:
+        """``ack`` of each (position, token), in order, under one hold of the lock."""
+        held = self.held
+        with pulsar_errors(f"ack on {self.topic}/{self.subscription}"):
+            for position, token in handles:
+                h = held.get(position)
+                if h is None or h.token != token:
+                    continue  # a stale lease: the message went to another consumer meanwhile
+                self.consumer.acknowledge(h.raw)
+                del held[position]
+                self.version += 1
 
     @_locked
     def nack(self, position: str, token: int, delay: float, error: ErrorInfo | None) -> None:
@@ -178,17 +256,20 @@ class SubState:
         else:
             h.leases -= 1
         h.owner, h.lease_expires, h.token, h.available_at = None, 0.0, 0, time.time() + delay
+        self.version += 1
 
     @_locked
     def extend(self, position: str, token: int, lease: float) -> None:
         h = self.find(position, token)
         if h is not None:
             h.lease_expires = time.time() + lease
+            self.version += 1
             if self.mode is Mode.EXCLUSIVE and self.owner == h.owner:
                 self.owner_expires = h.lease_expires
 
     @_locked
     def close(self) -> None:
         self.held.clear()
+        self.version += 1
         with contextlib.suppress(BaseException):
             self.consumer.close()

@@ -57,14 +57,16 @@ class Producers:
             with contextlib.suppress(BaseException):
                 producer.close()
 
-    def _fresh(self, full_topic: str, records: Sequence[Record], label: str) -> list[Record]:
-        """Records whose id was not appended here recently (an id repeated with another payload is
-        refused: it would lose an event)."""
+    def _fresh(self, full_topic: str, records: Sequence[Record], label: str) -> tuple[list[Record], list[bytes]]:
+        """Records whose id was not appended here recently, with their payload digests (an id repeated
+        with another payload is refused: it would lose an event)."""
         recent = self._recent.setdefault(full_topic, collections.OrderedDict())
         out: list[Record] = []
+        digests: list[bytes] = []
         seen: dict[str, bytes] = {}
+        blake2b = hashlib.blake2b
         for r in records:
-            digest = hashlib.blake2b(r.payload, digest_size=16).digest()
+            digest = blake2b(r.payload, digest_size=16).digest()
             known = recent.get(r.id, seen.get(r.id))
             if known is not None:
                 if known != digest:
@@ -73,12 +75,13 @@ class Producers:
                 continue
             seen[r.id] = digest
             out.append(r)
-        return out
+            digests.append(digest)
+        return out, digests
 
-    def _remember(self, full_topic: str, records: Sequence[Record]) -> None:
+    def _remember(self, full_topic: str, records: Sequence[Record], digests: Sequence[bytes]) -> None:
         recent = self._recent.setdefault(full_topic, collections.OrderedDict())
-        for r in records:
-            recent[r.id] = hashlib.blake2b(r.payload, digest_size=16).digest()
+        for r, digest in zip(records, digests, strict=True):
+            recent[r.id] = digest
         while len(recent) > _RECENT:
             recent.popitem(last=False)
 
@@ -87,7 +90,10 @@ class Producers:
                label: str = "") -> None:
         """``label``: the topic's name in errors (edbus's, not Pulsar's)."""
         with self._lock:
-            todo = self._fresh(full_topic, records, label or full_topic) if dedupe else list(records)
+            if dedupe:
+                todo, digests = self._fresh(full_topic, records, label or full_topic)
+            else:
+                todo, digests = list(records), []
             props = list(headers) if headers is not None else [properties(r) for r in todo]
             deadline = time.monotonic() + self.publish_timeout
             delay = 0.05
@@ -105,7 +111,7 @@ class Producers:
                     time.sleep(delay)  # backoff before the next attempt, not synchronisation
                     delay = min(delay * 2, 2.0)
             if dedupe:
-                self._remember(full_topic, todo)
+                self._remember(full_topic, todo, digests)
 
     def _send(self, producer: Any, records: Sequence[Record], props: Sequence[dict[str, str]],
               deliver_after: float | None) -> int:
