@@ -16,7 +16,7 @@ from typing import Any, Protocol
 from edbus.errors import ConfigError, NotFoundError
 from edbus.schema.compatibility import Rule, check
 
-__all__ = ["CheckedSchemaRegistry", "SchemaRegistry", "SchemaStorage", "SchemaVersion",
+__all__ = ["CheckedSchemaRegistry", "check_registered", "SchemaRegistry", "SchemaStorage", "SchemaVersion",
            "DEFAULT_RULE", "canonical"]
 
 DEFAULT_RULE = Rule.FORWARD  # what openedx-events follows: producers may only add optional fields
@@ -40,6 +40,18 @@ class SchemaVersion:
     version: int
     schema: dict[str, Any]
     registered_at: float
+
+
+def check_registered(rule: Rule, schema: dict[str, Any], existing: list[SchemaVersion],
+                     event_type: str) -> int | None:
+    """The version ``schema`` already has among ``existing``, or None. A schema registered through a
+    topic with a laxer rule must pass this topic's rule too, against the versions before it."""
+    text = canonical(schema)
+    for i, v in enumerate(existing):
+        if canonical(v.schema) == text:
+            check(rule, schema, [e.schema for e in existing[:i]], event_type)
+            return v.version
+    return None
 
 
 class SchemaRegistry(abc.ABC):
@@ -96,13 +108,10 @@ class CheckedSchemaRegistry(SchemaRegistry):
             rule = self.rule(topic)
             while True:
                 existing = self.versions(event_type)
-                for i, v in enumerate(existing):
-                    if canonical(v.schema) == text:
-                        # registered already, perhaps through a topic with a laxer rule: this topic's
-                        # rule must hold too, against the versions before it
-                        check(rule, schema, [e.schema for e in existing[:i]], event_type)
-                        self._registered[cache_key] = v.version
-                        return v.version
+                already = check_registered(rule, schema, existing, event_type)
+                if already is not None:
+                    self._registered[cache_key] = already
+                    return already
                 check(rule, schema, [v.schema for v in existing], event_type)
                 version = len(existing) + 1
                 if self._storage.insert_schema_version(event_type, version, text):

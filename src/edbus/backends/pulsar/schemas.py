@@ -16,7 +16,7 @@ from typing import Any
 from edbus.backends.pulsar.admin import Admin, AdminConflict
 from edbus.errors import IncompatibleSchemaError, NotFoundError, StoreError
 from edbus.schema.compatibility import Rule, check
-from edbus.schema.registry import DEFAULT_RULE, SchemaRegistry, SchemaVersion, canonical
+from edbus.schema.registry import DEFAULT_RULE, SchemaRegistry, SchemaVersion, canonical, check_registered
 
 __all__ = ["SUBJECT_PREFIX", "PulsarSchemaRegistry"]
 
@@ -46,11 +46,9 @@ class PulsarSchemaRegistry(SchemaRegistry):
             self.admin.create_topic(subject)
             rule = self.rule(topic)
             existing = self.versions(event_type)
-            for i, v in enumerate(existing):
-                if canonical(v.schema) == text:
-                    # registered already, perhaps through a topic with a laxer rule (Pulsar returns the
-                    # existing version without a check): this topic's rule must hold too
-                    check(rule, schema, [e.schema for e in existing[:i]], event_type)
+            # registered already, perhaps through a laxer topic: Pulsar would return the existing version
+            # without a check, so this topic's rule is checked here
+            check_registered(rule, schema, existing, event_type)
             self._strategy(subject, rule)
             body = {"type": "AVRO", "schema": text, "properties": {}}
             try:
