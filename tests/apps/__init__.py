@@ -1,0 +1,1 @@
+"""Tests of the OEP-52 use-case services (catalog replica, xAPI/Caliper feed)."""

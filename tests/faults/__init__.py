@@ -1,0 +1,1 @@
+"""Fault harness: producers and consumers that log outside the system, fault schedules, a checker."""
