@@ -16,29 +16,11 @@ import tempfile
 import time
 from pathlib import Path
 
-import attrs
-
-from edbus import Bus, Event, EventType
+from edbus import Bus, Event
 from edbus.bus.metrics import percentile
+from workload import EVENT, Enrollment, payload
 
-
-@attrs.frozen
-class Enrollment:
-    """About 1 KB encoded with its envelope: a realistic Open edX learning event."""
-
-    course_key: str
-    user_id: int
-    mode: str
-    is_active: bool
-    description: str
-
-
-EVENT = EventType("org.openedx.learning.course.enrollment.changed.v1", Enrollment, key="course_key")
 TOPIC = "bench"
-
-
-def payload(i: int) -> Enrollment:
-    return Enrollment(f"course-v1:edX+Bench{i % 100}+2024_T1", i, "verified", True, "d" * 720)
 
 
 def event_size(bus: Bus) -> int:

@@ -21,30 +21,15 @@ import time
 import uuid
 from pathlib import Path
 
-import attrs
 import sqlalchemy as sa
 
-from edbus import Bus, EventType
+from edbus import Bus
 from edbus.outbox import Relay, SQLAlchemyOutbox, create_tables, outbox_status
+from workload import EVENT, payload
 
-
-@attrs.frozen
-class Enrollment:
-    course_key: str
-    user_id: int
-    mode: str
-    is_active: bool
-    description: str
-
-
-EVENT = EventType("org.openedx.learning.course.enrollment.changed.v1", Enrollment, key="course_key")
 meta = sa.MetaData()
 accounts = sa.Table("accounts", meta, sa.Column("id", sa.Integer, primary_key=True),
                     sa.Column("balance", sa.Integer, nullable=False))
-
-
-def payload(i: int) -> Enrollment:
-    return Enrollment(f"course-v1:edX+C{i % 50}+2026", i, "verified", True, "x" * 700)
 
 
 def default_db() -> str:
