@@ -1,9 +1,11 @@
-"""``edbus demo``: the course catalog demo on the embedded store.
+"""``edbus demo``: the course catalog demo on the embedded store (or ``--url``).
 
-A simulated Studio publishes course catalog changes; a catalog service (``--replicas`` processes sharing
-a key_ordered subscription) keeps a replica in its own database; an audit service (a second, exclusive
-subscription) logs every event; poison changes end in the replica's dead-letter topic. Every process
-builds its own Bus. The run ends with a summary and exit code 0 only when every check passed.
+A simulated Studio publishes the openedx-events content-authoring events edx-platform sends (course
+created, rerun, catalog info changed, XBlock published); a catalog service (``--replicas`` processes
+sharing a key_ordered subscription) keeps a replica in its own database; an audit service (a second,
+exclusive subscription) logs every event; poison changes end in the replica's dead-letter topic. Other
+services (``--service``, ``DEFAULT_SERVICES``) run beside them. Every process builds its own Bus. The run
+ends with a summary and exit code 0 only when every check passed.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from edbus.errors import EdbusError
 __all__ = ["demo"]
 
 _SERVICE_FILES = ("studio.db", "replica.db", "audit.db")
+DEFAULT_SERVICES: tuple[str, ...] = ()  # "module:attribute" of DemoServices every demo runs beside the catalog
 
 
 def _render(p: Progress, replicas: int) -> Group:
@@ -47,6 +50,9 @@ def _render(p: Progress, replicas: int) -> Group:
                  f"{p.replica_done:>6} / {p.planned} consumed", f"dead letters: {p.replica_dead}")
     rows.add_row("audit (1 process)", ProgressBar(total=total, completed=p.audit_done, width=36),
                  f"{p.audit_done:>6} / {p.planned} consumed", "")
+    for name, sp in p.services.items():
+        rows.add_row(name, ProgressBar(total=max(sp.total, sp.done, 1), completed=sp.done, width=36),
+                     f"{sp.done:>6} / {sp.total or '?'} done", sp.detail)
     return Group(head, rows)
 
 
@@ -60,9 +66,10 @@ def _summary(report: DemoReport, config: DemoConfig) -> Table:
     out = Table(title="edbus demo — summary", title_justify="left", show_header=False, box=None, padding=(0, 2))
     out.add_column(style="bold", no_wrap=True)
     out.add_column(overflow="fold")
-    out.add_row("events published", f"{report.published:,} of {report.planned:,} planned on topic {config.topic!r}: "
-                f"{types.get('created', 0):,} created, {types.get('changed', 0):,} catalog_info changed, "
-                f"{types.get('deleted', 0):,} deleted ({len(report.poison_ids)} of the changes are poison)")
+    out.add_row("events published", f"{report.published:,} of {report.planned:,} planned on topic {config.topic!r} "
+                f"(openedx-events signals): {types.get('created', 0):,} course.created, {types.get('rerun', 0):,} "
+                f"course.rerun.completed, {types.get('changed', 0):,} course.catalog_info.changed "
+                f"({len(report.poison_ids)} of them poison), {types.get('published', 0):,} xblock.published")
     out.add_row(f"consumed: {REPLICA_SUBSCRIPTION}",
                 f"{r.recorded:,} applied + {r.dead_lettered} dead-lettered, {r.mode}; the {r.processes} processes that "
                 f"stopped report {r.deliveries:,} events done, {r.retries} retries, {r.duplicates} redeliveries "
@@ -88,6 +95,10 @@ def _summary(report: DemoReport, config: DemoConfig) -> Table:
                 f"{r.recorded:,} events)")
     codes = ", ".join(f"{name}={code}" for name, code in report.exit_codes.items())
     killed = f" ({', '.join(report.killed)} SIGKILLed on purpose: --chaos)" if report.killed else ""
+    for name, figures in report.services:
+        for label, text in figures.rows:
+            out.add_row(f"{name}: {label}", text)
+        out.add_row(f"{name}: checks", _yes(figures.ok))
     out.add_row("processes", f"{len(report.exit_codes)} run, exit codes {codes}{killed}; left running: "
                 f"{report.left_running}; {'the others ' if report.killed else ''}stopped gracefully: "
                 f"{_yes(report.clean_shutdown)}")
@@ -124,7 +135,7 @@ def _store_url(ctx: click.Context, url: str | None, workdir: Path) -> str:
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]},
-               short_help="Run the course catalog demo (Studio, replica, audit, dead letters).")
+               short_help="Run the course catalog demo (Studio, replica, audit, dead letters, other services).")
 @click.option("--url", metavar="URL", help="The bus store. Default: a fresh store in the work directory "
               "($EDBUS_URL is not used: the demo never writes to your store unless asked).")
 @click.option("--workdir", type=click.Path(file_okay=False, path_type=Path),
@@ -134,14 +145,18 @@ def _store_url(ctx: click.Context, url: str | None, workdir: Path) -> str:
 @click.option("--courses", type=click.IntRange(1, 100_000), default=200, show_default=True,
               help="Courses Studio creates first.")
 @click.option("--changes", type=click.IntRange(0, 1_000_000), default=3000, show_default=True,
-              help="Catalog changes after that (5% creations, 4% deletions, the rest edits).")
+              help="Changes after that (4% new courses, 3% reruns, 15% content publishes, the rest catalog "
+                   "edits).")
 @click.option("--poison", type=click.IntRange(0, 1000), default=5, show_default=True,
               help="Poison changes (blank course name) the replica refuses: they must end as dead letters.")
 @click.option("--rate", type=click.FloatRange(0), default=800.0, show_default=True,
               help="Events per second Studio publishes (0: as fast as it can).")
 @click.option("--replicas", type=click.IntRange(1, 8), default=2, show_default=True,
               help="Processes of the catalog service sharing the key_ordered subscription.")
-@click.option("--topic", default="course-catalog", show_default=True, help="The topic (on a fresh store: any).")
+@click.option("--topic", default="course-catalog", show_default=True,
+              help="The topic Studio sends the catalog signals to (on a fresh store: any).")
+@click.option("--service", "services", metavar="MODULE:ATTRIBUTE", multiple=True,
+              help="Also run this DemoService (repeatable; edbus.apps.catalog.service.DemoService).")
 @click.option("--seed", type=int, default=2024, show_default=True, help="Seed of Studio's simulated activity.")
 @click.option("--chaos", is_flag=True,
               help="SIGKILL a replica process mid-run and start another: what it held is redelivered after "
@@ -150,10 +165,12 @@ def _store_url(ctx: click.Context, url: str | None, workdir: Path) -> str:
               help="Give up (and kill every process) after this many seconds.")
 @click.pass_context
 def demo(ctx: click.Context, url: str | None, workdir: Path | None, keep: bool, courses: int, changes: int,
-         poison: int, rate: float, replicas: int, topic: str, seed: int, chaos: bool, timeout: float) -> None:
-    """Run the course catalog demo: a simulated Studio publishes course catalog changes, a catalog service
-    keeps a replica in its own database, an audit service logs every event, poison changes end in the
-    dead-letter topic. Producer and consumers are separate processes.
+         poison: int, rate: float, replicas: int, topic: str, services: tuple[str, ...], seed: int, chaos: bool,
+         timeout: float) -> None:
+    """Run the course catalog demo: a simulated Studio publishes openedx-events course catalog events, a
+    catalog service keeps a replica in its own database, an audit service logs every event, poison changes
+    end in the dead-letter topic, other services run beside them. Producers and consumers are separate
+    processes.
 
     Exit code 0 only when the replica equals Studio's catalog, the poison changes (and only they) are dead
     letters, the audit log is complete and in order, and every process stopped gracefully.
@@ -166,7 +183,7 @@ def demo(ctx: click.Context, url: str | None, workdir: Path | None, keep: bool, 
     workdir = workdir.resolve()
     config = DemoConfig(url=_store_url(ctx, url, workdir), workdir=str(workdir), topic=topic, courses=courses,
                         changes=changes, poison=poison, rate=rate, seed=seed, replicas=replicas,
-                        lease=2.0 if chaos else 30.0)
+                        lease=2.0 if chaos else 30.0, services=tuple(dict.fromkeys(DEFAULT_SERVICES + services)))
     out = console()
     previous = _stop_on_sigterm()
     try:

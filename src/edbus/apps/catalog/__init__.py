@@ -1,24 +1,13 @@
-"""The course catalog example: Studio publishes catalog changes, a replica service and an audit log consume
-them (``edbus demo``). Built only on edbus's public API."""
+"""Course catalog propagation: a replica of the course catalog kept from the openedx-events content-authoring
+events Studio publishes (``CatalogReplica``), its full rebuild by replay (``rebuild``), and the ``edbus
+demo`` that runs it beside a simulated Studio. Built only on edbus's public API; docs/catalog.md."""
 
-from edbus.apps.catalog.audit import AuditLog
-from edbus.apps.catalog.events import (
-    CATALOG_EVENT_TYPES,
-    COURSE_CATALOG_INFO_CHANGED,
-    COURSE_CREATED,
-    COURSE_DELETED,
-    TOPIC,
-    CatalogInfoChanged,
-    CourseCatalogData,
-    CourseCreated,
-    CourseData,
-    CourseDeleted,
-    CoursePacing,
-    CourseScheduleData,
-)
+from edbus.apps.catalog.publisher import SignalPublisher
+from edbus.apps.catalog.rebuild import RebuildResult, rebuild
 from edbus.apps.catalog.replica import CatalogReplica, CatalogValidationError
-from edbus.apps.catalog.service import DemoConfig
+from edbus.apps.catalog.service import DemoConfig, DemoService, ServiceFigures, ServiceProcess, ServiceProgress
+from edbus.apps.catalog.signals import CATALOG_SIGNALS, TOPIC, CatalogSignal, producer_config
 
-__all__ = ["CATALOG_EVENT_TYPES", "COURSE_CATALOG_INFO_CHANGED", "COURSE_CREATED", "COURSE_DELETED", "TOPIC",
-           "AuditLog", "CatalogInfoChanged", "CatalogReplica", "CatalogValidationError", "CourseCatalogData",
-           "CourseCreated", "CourseData", "CourseDeleted", "CoursePacing", "CourseScheduleData", "DemoConfig"]
+__all__ = ["CATALOG_SIGNALS", "TOPIC", "CatalogReplica", "CatalogSignal", "CatalogValidationError", "DemoConfig",
+           "DemoService", "RebuildResult", "ServiceFigures", "ServiceProcess", "ServiceProgress", "SignalPublisher",
+           "producer_config", "rebuild"]

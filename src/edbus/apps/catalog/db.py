@@ -16,10 +16,8 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from edbus.apps.catalog.events import CourseCatalogData
-
-__all__ = ["COURSES_DDL", "SERVICE_RUNS_DDL", "UPSERT_COURSE", "CourseRow", "Database", "course_row", "iso",
-           "read_courses", "read_runs", "record_run"]
+__all__ = ["COURSES_DDL", "COURSE_COLUMNS", "SERVICE_RUNS_DDL", "UPSERT_COURSE", "CourseRow", "Database",
+           "course_row", "iso", "read_courses", "read_runs", "record_run"]
 
 CourseRow = tuple[Any, ...]
 
@@ -52,18 +50,22 @@ def iso(when: dt.datetime | None) -> str | None:
     return None if when is None else when.astimezone(dt.UTC).isoformat()
 
 
-def course_row(info: CourseCatalogData, event_id: str) -> CourseRow:
-    """The catalog row a ``CourseCatalogData`` stands for, last set by ``event_id``."""
+def course_row(info: Any, event_id: str) -> CourseRow:
+    """The catalog row an openedx-events ``CourseCatalogData`` stands for, last set by ``event_id``."""
     s = info.schedule_data
-    return (info.course_key, info.name, iso(s.start), iso(s.end), s.pacing.value, iso(s.enrollment_start),
+    return (str(info.course_key), info.name, iso(s.start), iso(s.end), s.pacing, iso(s.enrollment_start),
             iso(s.enrollment_end), int(info.hidden), int(info.invitation_only), event_id)
 
 
 class Database:
-    """One SQLite file in WAL mode; ``synchronous=FULL`` so a commit survives a crash before the bus ack."""
+    """One SQLite file in WAL mode; ``synchronous=FULL`` so a commit survives a power loss before the bus
+    ack (``NORMAL``: it survives a crash of the process, not of the machine)."""
 
-    def __init__(self, path: Path, ddl: str) -> None:
+    def __init__(self, path: Path, ddl: str, synchronous: str = "FULL") -> None:
+        if synchronous not in ("FULL", "NORMAL"):
+            raise ValueError(f"synchronous={synchronous!r}: FULL or NORMAL")
         self.path = path
+        self.synchronous = synchronous
         self._local = threading.local()
         self._lock = threading.Lock()
         self._write_lock = threading.Lock()
@@ -75,7 +77,7 @@ class Database:
         if conn is None:
             conn = sqlite3.connect(self.path, isolation_level=None, timeout=30.0, check_same_thread=False)
             conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=FULL")
+            conn.execute(f"PRAGMA synchronous={self.synchronous}")
             self._local.conn = conn
             with self._lock:
                 self._all.append(conn)
@@ -125,10 +127,14 @@ def _begin(conn: sqlite3.Connection, timeout: float = 30.0) -> None:
         conn.execute(f"PRAGMA busy_timeout={int(timeout * 1000)}")
 
 
-def read_courses(db: Database) -> dict[str, CourseRow]:
-    return {row[0]: tuple(row) for row in db.query("SELECT course_key, name, start_at, end_at, pacing, "
-                                                    "enrollment_start, enrollment_end, hidden, invitation_only, "
-                                                    "last_event_id FROM courses")}
+COURSE_COLUMNS = ("course_key, name, start_at, end_at, pacing, enrollment_start, enrollment_end, hidden, "
+                  "invitation_only, last_event_id")
+
+
+def read_courses(db: Database, table: str = "courses") -> dict[str, CourseRow]:
+    """Every course with catalog information, in the shape of ``course_row``."""
+    return {row[0]: tuple(row) for row in db.query(f"SELECT {COURSE_COLUMNS} FROM {table} "
+                                                    "WHERE last_event_id IS NOT NULL")}
 
 
 def record_run(db: Database, name: str, pid: int, stats: dict[str, Any], duplicates: int, started: float,

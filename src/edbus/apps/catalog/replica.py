@@ -1,11 +1,22 @@
-"""The catalog service: keeps a replica of the course catalog in its own database.
+"""The catalog service: a replica of the course catalog, kept from openedx-events content-authoring events.
 
-Each event is applied in one transaction together with its id in ``applied_events``: an event delivered
-again (after a crash, a lease expiry or a redrive) finds its id there and has no second effect. The same
-row records when the event was applied, which is how the demo measures propagation latency.
+Course runs (``course-v1:Org+Number+Run``) are rows of ``course_runs``; a course (org and number) is the
+set of its runs (``courses()``). What each event does, in one transaction:
 
-The replica validates what it is given: a blank or overlong course name, or a course that ends before it
-starts, is refused with ``CatalogValidationError``; the bus retries it, then dead-letters it.
+- ``COURSE_CATALOG_INFO_CHANGED``: name, schedule, pacing, visibility replace the run's — only when the
+  event is newer than the one that last set them, by (event time, event id). Studio stamps this event with
+  the time the course was last edited, so a stale event (a redelivery after a lost ack, a replay, two
+  publishes racing) can never undo a later change, and the replica converges to the same rows whatever
+  the delivery order.
+- ``COURSE_CREATED``, ``COURSE_RERUN_COMPLETED``, ``COURSE_IMPORT_COMPLETED``: the run exists (its
+  earliest such time is kept).
+- ``XBLOCK_PUBLISHED``: the run's content was published then (the latest time is kept).
+
+Every rule is idempotent, so a redelivered event changes nothing; ``applied_events`` also records each
+event id once (with the time it was applied, for the propagation latency). An event that does not decode
+is a ``DecodeError`` (dead-lettered at once); a catalog change the replica refuses (blank or overlong name,
+a course ending before it starts, unknown pacing) is a ``CatalogValidationError``: retried, then
+dead-lettered. Other event types on the topic are acknowledged and ignored.
 """
 
 from __future__ import annotations
@@ -17,97 +28,191 @@ import time
 from pathlib import Path
 from typing import Any
 
+from openedx_events.event_bus.avro.deserializer import AvroSignalDeserializer
+
 from edbus import Consumer, Event, Mode
 from edbus.apps.catalog.db import (
-    COURSES_DDL,
+    COURSE_COLUMNS,
     SERVICE_RUNS_DDL,
-    UPSERT_COURSE,
     CourseRow,
     Database,
     course_row,
     read_courses,
     record_run,
 )
-from edbus.apps.catalog.events import (
-    CATALOG_EVENT_TYPES,
-    CatalogInfoChanged,
-    CourseCatalogData,
-    CourseCreated,
-    CourseDeleted,
-)
 from edbus.apps.catalog.service import REPLICA_SUBSCRIPTION, ServiceProcess
+from edbus.apps.catalog.signals import (
+    CATALOG_SIGNALS,
+    COURSE_CATALOG_INFO_CHANGED,
+    XBLOCK_PUBLISHED,
+)
+from edbus.errors import DecodeError
 
 __all__ = ["REPLICA_DDL", "CatalogReplica", "CatalogValidationError", "run_replica", "validate"]
 
-log = logging.getLogger("edbus.demo.replica")
+log = logging.getLogger("edbus.catalog.replica")
 
-REPLICA_DDL = COURSES_DDL + SERVICE_RUNS_DDL + """
+REPLICA_DDL = SERVICE_RUNS_DDL + """
+CREATE TABLE IF NOT EXISTS course_runs(
+    course_key TEXT PRIMARY KEY, org TEXT NOT NULL, course TEXT NOT NULL, run TEXT NOT NULL,
+    name TEXT, start_at TEXT, end_at TEXT, pacing TEXT, enrollment_start TEXT, enrollment_end TEXT,
+    hidden INTEGER, invitation_only INTEGER,
+    catalog_time INTEGER, last_event_id TEXT,    -- the catalog event that set the fields above (µs, id)
+    created_at INTEGER, content_published_at INTEGER);
+CREATE INDEX IF NOT EXISTS course_runs_course ON course_runs(org, course);
 CREATE TABLE IF NOT EXISTS applied_events(
     event_id TEXT PRIMARY KEY, type TEXT NOT NULL, course_key TEXT NOT NULL, event_time REAL NOT NULL,
     applied_at REAL NOT NULL, consumer TEXT NOT NULL);
 """
+
+_UPSERT_CATALOG = f"""
+INSERT INTO course_runs(org, course, run, catalog_time, {COURSE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?,
+                                                                                  ?, ?, ?)
+ON CONFLICT(course_key) DO UPDATE SET
+    name=excluded.name, start_at=excluded.start_at, end_at=excluded.end_at, pacing=excluded.pacing,
+    enrollment_start=excluded.enrollment_start, enrollment_end=excluded.enrollment_end, hidden=excluded.hidden,
+    invitation_only=excluded.invitation_only, catalog_time=excluded.catalog_time,
+    last_event_id=excluded.last_event_id
+WHERE course_runs.catalog_time IS NULL
+   OR (excluded.catalog_time, excluded.last_event_id) > (course_runs.catalog_time, course_runs.last_event_id)
+"""
+_UPSERT_CREATED = """
+INSERT INTO course_runs(course_key, org, course, run, created_at) VALUES (?, ?, ?, ?, ?)
+ON CONFLICT(course_key) DO UPDATE SET created_at=min(coalesce(course_runs.created_at, excluded.created_at),
+                                                     excluded.created_at)
+"""
+_UPSERT_PUBLISHED = """
+INSERT INTO course_runs(course_key, org, course, run, content_published_at) VALUES (?, ?, ?, ?, ?)
+ON CONFLICT(course_key) DO UPDATE SET content_published_at=max(coalesce(course_runs.content_published_at,
+                                                                        excluded.content_published_at),
+                                                               excluded.content_published_at)
+"""
 MAX_NAME = 255
+PACINGS = ("instructor", "self")
 
 
 class CatalogValidationError(ValueError):
     """A catalog change the replica refuses to store."""
 
 
-def validate(info: CourseCatalogData) -> None:
-    if not info.name.strip():
+def validate(info: Any) -> None:
+    """Refuse a ``CourseCatalogData`` the catalog must not show."""
+    if not info.name or not info.name.strip():
         raise CatalogValidationError(f"{info.course_key}: the course name is blank")
     if len(info.name) > MAX_NAME:
         raise CatalogValidationError(f"{info.course_key}: the course name is over {MAX_NAME} characters")
     schedule = info.schedule_data
-    if schedule.end is not None and schedule.end < schedule.start:
+    if schedule.pacing not in PACINGS:
+        raise CatalogValidationError(f"{info.course_key}: pacing {schedule.pacing!r} is not one of {PACINGS}")
+    if schedule.end is not None and schedule.start is not None and schedule.end < schedule.start:
         raise CatalogValidationError(f"{info.course_key}: the course ends before it starts")
 
 
-class CatalogReplica:
-    """The replica database and the handlers that keep it; safe to share between handler threads."""
+def _micros(event: Event[Any]) -> int:
+    return round(event.envelope.time.timestamp() * 1_000_000)
 
-    def __init__(self, path: Path, consumer: str = "replica") -> None:
-        self.db = Database(path, REPLICA_DDL)
+
+def _run_parts(course_key: Any) -> tuple[str, str, str, str]:
+    if not hasattr(course_key, "run") or course_key.run is None:
+        raise DecodeError(f"{course_key!r} is not the key of a course run")
+    return str(course_key), course_key.org, course_key.course, course_key.run
+
+
+class CatalogReplica:
+    """The replica database and the handler that keeps it; safe to share between handler threads.
+
+    ``durable=False`` commits with ``synchronous=NORMAL`` (a rebuild, restarted from scratch after a power
+    loss); ``journal=False`` skips ``applied_events`` (no latency figures; idempotence does not need it).
+    """
+
+    def __init__(self, path: Path, consumer: str = "replica", *, durable: bool = True, journal: bool = True) -> None:
+        self.db = Database(path, REPLICA_DDL, "FULL" if durable else "NORMAL")
         self.consumer = consumer
+        self.journal = journal
+        self.duplicates = 0  # deliveries of events already applied (no effect)
+        self.ignored = 0  # events of other types on the topic
+        self.last_applied = 0.0  # time.monotonic() of the latest applied event
         self._lock = threading.Lock()
-        self.duplicates = 0  # deliveries of events already applied (ignored)
+        self._deserializers: dict[str, Any] = {}
 
     def register(self, consumer: Consumer) -> None:
-        for event_type in CATALOG_EVENT_TYPES:
-            consumer.add(event_type, self.apply)
+        """Handle every event of ``consumer``'s topic (the catalog's own and any other type)."""
+        consumer.add_fallback(self.apply)
+
+    def decode(self, event: Event[Any]) -> dict[str, Any] | None:
+        """The signal data (openedx-events attrs objects) of a catalog event; None for another type."""
+        spec = CATALOG_SIGNALS.get(event.type)
+        if spec is None:
+            return None
+        deserializer = self._deserializers.get(event.type)
+        if deserializer is None:
+            deserializer = self._deserializers.setdefault(event.type, AvroSignalDeserializer(spec.signal))
+        try:
+            data: dict[str, Any] = deserializer.from_dict(event.data)
+        except Exception as exc:  # opaque_keys, attrs and datetime raise many types on bad data
+            raise DecodeError(f"{event.type} {event.id}: the data does not fit the signal: "
+                              f"{type(exc).__name__}: {exc}") from None
+        return data
 
     def apply(self, event: Event[Any]) -> bool:
-        """Apply one event; False when it was already applied (then nothing changes)."""
-        data = event.data
-        if isinstance(data, CatalogInfoChanged):
-            validate(data.catalog_info)
+        """Apply one event; False when it had been applied before (or is not a catalog event)."""
+        data = self.decode(event)
+        if data is None:
+            with self._lock:
+                self.ignored += 1
+            return False
+        when = _micros(event)
+        if event.type == COURSE_CATALOG_INFO_CHANGED.event_type:
+            info = data["catalog_info"]
+            validate(info)
+            _, org, course, run = _run_parts(info.course_key)
+            sql, params = _UPSERT_CATALOG, (org, course, run, when, *course_row(info, event.id))
+            course_key = str(info.course_key)
+        elif event.type == XBLOCK_PUBLISHED.event_type:
+            course_key, org, course, run = _run_parts(data["xblock_info"].usage_key.course_key)
+            sql, params = _UPSERT_PUBLISHED, (course_key, org, course, run, when)
+        else:  # created, rerun, imported
+            course_key, org, course, run = _run_parts(data["course"].course_key)
+            sql, params = _UPSERT_CREATED, (course_key, org, course, run, when)
         with self.db.write() as conn:
-            if conn.execute("SELECT 1 FROM applied_events WHERE event_id=?", (event.id,)).fetchone():
-                with self._lock:
-                    self.duplicates += 1
-                return False
-            if isinstance(data, CourseCreated):
-                conn.execute("INSERT OR IGNORE INTO courses(course_key, last_event_id) VALUES (?, ?)",
-                             (data.course.course_key, event.id))
-            elif isinstance(data, CatalogInfoChanged):
-                conn.execute(UPSERT_COURSE, course_row(data.catalog_info, event.id))
-            elif isinstance(data, CourseDeleted):
-                conn.execute("DELETE FROM courses WHERE course_key=?", (data.course.course_key,))
+            if self.journal:
+                fresh = conn.execute(
+                    "INSERT OR IGNORE INTO applied_events VALUES (?, ?, ?, ?, ?, ?)",
+                    (event.id, event.type, course_key, when / 1e6, time.time(), self.consumer)).rowcount == 1
             else:
-                raise TypeError(f"the replica does not handle {event.type}")
-            conn.execute("INSERT INTO applied_events VALUES (?, ?, ?, ?, ?, ?)",
-                         (event.id, event.type, event.key or "", event.envelope.time.timestamp(), time.time(),
-                          self.consumer))
-        return True
+                fresh = True
+            if fresh:
+                conn.execute(sql, params)
+        with self._lock:
+            self.last_applied = time.monotonic()
+            if not fresh:
+                self.duplicates += 1
+        return fresh
 
+    # -- reading ---------------------------------------------------------------------------------
     def courses(self) -> dict[str, CourseRow]:
-        return read_courses(self.db)
+        """Every course run with catalog information, as ``db.course_row`` rows (Studio's shape)."""
+        return read_courses(self.db, "course_runs")
+
+    def runs(self) -> dict[str, dict[str, Any]]:
+        """Every known course run, with all its columns."""
+        cursor = self.db.conn().execute("SELECT * FROM course_runs")
+        names = [c[0] for c in cursor.description]
+        return {row[0]: dict(zip(names, row, strict=True)) for row in cursor.fetchall()}
+
+    def catalog(self) -> dict[tuple[str, str], list[str]]:
+        """Courses (org, number) and the keys of their runs, by start date."""
+        out: dict[tuple[str, str], list[str]] = {}
+        for org, course, key in self.db.query("SELECT org, course, course_key FROM course_runs "
+                                              "ORDER BY org, course, start_at, course_key"):
+            out.setdefault((org, course), []).append(key)
+        return out
 
     def applied_ids(self) -> set[str]:
         return {row[0] for row in self.db.query("SELECT event_id FROM applied_events")}
 
     def latencies(self) -> list[float]:
-        """Seconds from each applied event's time (set when Studio published it) to its application."""
+        """Seconds from each applied event's time (when Studio published it) to its application."""
         return [row[0] for row in self.db.query("SELECT applied_at - event_time FROM applied_events")]
 
     def close(self) -> None:
@@ -125,11 +230,10 @@ def run_replica(service: ServiceProcess) -> int:
                                 name=service.name)
         replica.register(consumer)
         processed = service.consume(consumer)
-        record_run(replica.db, service.name, os.getpid(), bus.metrics.snapshot(), replica.duplicates, service.started,
-                   time.time())
+        record_run(replica.db, service.name, os.getpid(), bus.metrics.snapshot(), replica.duplicates,
+                   service.started, time.time())
         log.info("stopped after %d events (%d duplicates ignored)", processed, replica.duplicates)
         return processed
     finally:
         bus.close()
         replica.close()
-

@@ -14,13 +14,21 @@ from edbus import Bus
 from edbus.apps.catalog.audit import AuditLog
 from edbus.apps.catalog.db import CourseRow, Database, read_courses, read_runs
 from edbus.apps.catalog.replica import CatalogReplica
-from edbus.apps.catalog.service import AUDIT_SUBSCRIPTION, REPLICA_SUBSCRIPTION, DemoConfig
+from edbus.apps.catalog.service import AUDIT_SUBSCRIPTION, REPLICA_SUBSCRIPTION, DemoConfig, ServiceFigures
+from edbus.apps.catalog.signals import (
+    COURSE_CATALOG_INFO_CHANGED,
+    COURSE_CREATED,
+    COURSE_RERUN_COMPLETED,
+    XBLOCK_PUBLISHED,
+)
 from edbus.apps.catalog.studio import STUDIO_DDL
 from edbus.backends import dlq_topic
 from edbus.bus.metrics import percentile
 
 __all__ = ["DeadLetter", "DemoReport", "SubscriptionReport", "build_report", "compare_catalogs"]
 
+_LABELS = {COURSE_CREATED.event_type: "created", COURSE_RERUN_COMPLETED.event_type: "rerun",
+           COURSE_CATALOG_INFO_CHANGED.event_type: "changed", XBLOCK_PUBLISHED.event_type: "published"}
 _FIELDS = ("course_key", "name", "start", "end", "pacing", "enrollment_start", "enrollment_end", "hidden",
            "invitation_only", "last_event_id")
 
@@ -68,6 +76,7 @@ class DemoReport:
     exit_codes: dict[str, int | None] = dataclasses.field(default_factory=dict)
     left_running: int = 0
     killed: list[str] = dataclasses.field(default_factory=list)  # SIGKILLed on purpose (chaos)
+    services: list[tuple[str, ServiceFigures]] = dataclasses.field(default_factory=list)  # the other services
 
     @property
     def replica_equal(self) -> bool:
@@ -92,7 +101,8 @@ class DemoReport:
     @property
     def ok(self) -> bool:
         return (self.published == self.planned and self.replica_equal and self.dead_letters_ok
-                and self.audit_complete and self.order_preserved and self.clean_shutdown)
+                and self.audit_complete and self.order_preserved and self.clean_shutdown
+                and all(figures.ok for _, figures in self.services))
 
 
 def compare_catalogs(source: dict[str, CourseRow], replica: dict[str, CourseRow]) -> list[str]:
@@ -133,8 +143,8 @@ def build_report(config: DemoConfig, bus: Bus, planned: int) -> DemoReport:
     replica = CatalogReplica(config.replica_db)
     audit = AuditLog(config.audit_db)
     try:
-        changes = studio.query("SELECT event_id, type, course_key, poison FROM changes ORDER BY seq")
-        by_type = dict(collections.Counter(row[1].split(".")[-2] for row in changes))
+        changes = studio.query("SELECT event_id, type, event_key, poison FROM changes ORDER BY seq")
+        by_type = dict(collections.Counter(_LABELS.get(row[1], row[1]) for row in changes))
         poison_ids = {row[0] for row in changes if row[3]}
         source_order: dict[str, list[str]] = {}
         for event_id, _, key, _ in changes:

@@ -1,8 +1,10 @@
 """Runs the demo: starts the processes, follows their progress through the bus, stops them, reports.
 
-Order of events: the replica processes and the audit process start and report ready; then Studio starts
-publishing. Once Studio has exited and both subscriptions have no backlog (every event acked or
-dead-lettered), the consumers get SIGTERM and finish what they hold. Any process failing, or the deadline
+Order of events: the replica processes, the audit process and the consumers of the other services
+(``config.services``) start and report ready; then Studio and the other services' producers start
+publishing. Once every producer has exited, both catalog subscriptions have no backlog (every event acked
+or dead-lettered) and every other service says it has caught up, the consumers get SIGTERM and finish what
+they hold. Any process failing, or the deadline
 passing, stops the run: every child still alive is killed, and none is left running in any case.
 """
 
@@ -22,7 +24,16 @@ from edbus.apps.catalog.audit import AuditLog
 from edbus.apps.catalog.planner import plan_events
 from edbus.apps.catalog.replica import CatalogReplica
 from edbus.apps.catalog.report import DemoReport, build_report
-from edbus.apps.catalog.service import AUDIT_SUBSCRIPTION, REPLICA_SUBSCRIPTION, DemoConfig
+from edbus.apps.catalog.service import (
+    AUDIT_SUBSCRIPTION,
+    REPLICA_SUBSCRIPTION,
+    DemoConfig,
+    DemoService,
+    ServiceFigures,
+    ServiceProgress,
+    load_service,
+)
+from edbus.apps.catalog.worker import SERVICE_ROLE
 from edbus.errors import ConfigError
 
 __all__ = ["Child", "DemoFailed", "Progress", "Supervisor", "run_demo"]
@@ -120,11 +131,12 @@ class Progress:
     replica_dead: int
     audit_done: int
     pids: dict[str, int]
+    services: dict[str, ServiceProgress] = dataclasses.field(default_factory=dict)  # the other services
 
 
-def _poll(bus: Bus, config: DemoConfig, phase: str, started: float, planned: int,
-          supervisor: Supervisor) -> tuple[Progress, bool]:
-    """The progress, as the bus sees it, and whether both subscriptions are caught up."""
+def _poll(bus: Bus, config: DemoConfig, phase: str, started: float, planned: int, supervisor: Supervisor,
+          services: list[tuple[str, DemoService]]) -> tuple[Progress, bool]:
+    """The progress, as the bus sees it, and whether every subscription is caught up."""
     topic = bus.topic(config.topic)
     published = sum(t.events for t in bus.backend.topics() if t.topic == topic)
     subs = {s.subscription: s for s in bus.backend.subscriptions(topic)}
@@ -133,9 +145,17 @@ def _poll(bus: Bus, config: DemoConfig, phase: str, started: float, planned: int
         phase, time.monotonic() - started, planned, published,
         published - replica.backlog if replica else 0, replica.dead_lettered if replica else 0,
         published - audit.backlog if audit else 0,
-        {name: child.process.pid for name, child in supervisor.children.items()})
+        {name: child.process.pid for name, child in supervisor.children.items()},
+        {service.name: service.progress(config, bus) for _, service in services})
     caught_up = replica is not None and audit is not None and replica.backlog == 0 and audit.backlog == 0
-    return progress, caught_up
+    return progress, caught_up and all(p.caught_up for p in progress.services.values())
+
+
+def _figures(service: DemoService, config: DemoConfig, bus: Bus) -> ServiceFigures:
+    try:
+        return service.report(config, bus)
+    except Exception as exc:  # one service's broken report must not hide the others' figures
+        return ServiceFigures((("report failed", f"{type(exc).__name__}: {exc}"),), ok=False)
 
 
 def run_demo(config: DemoConfig, on_progress: Callable[[Progress], None] = lambda p: None,
@@ -148,6 +168,7 @@ def run_demo(config: DemoConfig, on_progress: Callable[[Progress], None] = lambd
     started = time.monotonic()
     deadline = started + timeout
     planned = len(plan_events(config.courses, config.changes, config.poison, config.seed))
+    services = [(spec, load_service(spec)) for spec in config.services]
     os.makedirs(config.workdir, exist_ok=True)
     bus = config.open_bus("openedx/demo/supervisor")
     supervisor = Supervisor(config)
@@ -161,6 +182,15 @@ def run_demo(config: DemoConfig, on_progress: Callable[[Progress], None] = lambd
         consumers = [f"replica-{i}" for i in range(1, config.replicas + 1)] + ["audit"]
         for name in consumers:
             supervisor.spawn(name.split("-")[0], name)
+        producers: list[tuple[str, str]] = []  # (role, name) of the other services' producers
+        for spec, service in services:
+            for name, producer in service.processes(config):
+                if producer:
+                    producers.append((SERVICE_ROLE + spec, name))
+                else:
+                    supervisor.spawn(SERVICE_ROLE + spec, name)
+                    consumers.append(name)
+        finishing = {"studio", *(name for _, name in producers)}
 
         def step(phase: str, done: set[str]) -> bool:
             progress, caught_up = _step(phase, done)
@@ -177,24 +207,27 @@ def run_demo(config: DemoConfig, on_progress: Callable[[Progress], None] = lambd
             for child in supervisor.failed(done):
                 raise DemoFailed(f"{child.name} (pid {child.process.pid}) exited with status "
                                  f"{child.process.returncode}; its log ends with:\n{supervisor.log_tail(child)}")
-            progress, caught_up = _poll(bus, config, phase, started, planned, supervisor)
+            progress, caught_up = _poll(bus, config, phase, started, planned, supervisor, services)
             on_progress(progress)
             time.sleep(interval)
             return progress, caught_up
 
         while not supervisor.ready(consumers):
             _step("starting consumers", set())
-        studio = supervisor.spawn("studio", "studio")
+        started_producers = [supervisor.spawn("studio", "studio")]
+        started_producers += [supervisor.spawn(role, name) for role, name in producers]
         while True:
-            studio_done = studio.process.poll() is not None  # before the poll: then every event is counted
-            if step("catching up" if studio_done else "publishing", {"studio"}) and studio_done:
+            # before the poll: then every event is counted
+            published = all(child.process.poll() is not None for child in started_producers)
+            if step("catching up" if published else "publishing", finishing) and published:
                 break
         supervisor.stop([c for c in consumers if c not in supervisor.killed],
                         timeout=max(1.0, min(15.0, deadline - time.monotonic())))
-        progress, _ = _poll(bus, config, "done", started, planned, supervisor)
+        progress, _ = _poll(bus, config, "done", started, planned, supervisor, services)
         on_progress(progress)
         codes = supervisor.exit_codes()
         report = build_report(config, bus, planned)
+        report.services = [(service.name, _figures(service, config, bus)) for _, service in services]
         report.exit_codes = codes
         report.left_running = supervisor.alive()
         report.killed = list(supervisor.killed)

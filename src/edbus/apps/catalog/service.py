@@ -1,22 +1,26 @@
 """What every demo process shares: its configuration, stopping on SIGTERM/SIGINT or when the parent goes
-away, a log file, and running a consumer until told to stop."""
+away, a log file, and running a consumer until told to stop; and the interface of the other services the
+demo can run beside the catalog (``DemoService``)."""
 
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import json
 import logging
 import os
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from edbus import Backoff, Bus, Consumer
+from edbus.errors import ConfigError
 
-__all__ = ["AUDIT_SUBSCRIPTION", "REPLICA_SUBSCRIPTION", "DemoConfig", "ServiceProcess"]
+__all__ = ["AUDIT_SUBSCRIPTION", "REPLICA_SUBSCRIPTION", "DemoConfig", "DemoService", "ServiceFigures",
+           "ServiceProcess", "ServiceProgress", "load_service"]
 
 REPLICA_SUBSCRIPTION = "replica"
 AUDIT_SUBSCRIPTION = "audit"
@@ -28,7 +32,7 @@ class DemoConfig:
 
     url: str
     workdir: str
-    topic: str = "course-catalog"
+    topic: str = "course-catalog"  # the topic Studio's EVENT_BUS_PRODUCER_CONFIG sends the catalog signals to
     courses: int = 200
     changes: int = 3000
     poison: int = 5
@@ -38,13 +42,15 @@ class DemoConfig:
     max_attempts: int = 3
     backoff_base: float = 0.05
     lease: float = 30.0  # seconds a replica holds events: a killed process's events come back after it
+    services: tuple[str, ...] = ()  # other services run beside the catalog: "module:attribute" of a DemoService
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self))
 
     @classmethod
     def from_json(cls, text: str) -> DemoConfig:
-        return cls(**json.loads(text))
+        fields = json.loads(text)
+        return cls(**{**fields, "services": tuple(fields.get("services", ()))})
 
     def path(self, name: str) -> Path:
         return Path(self.workdir) / name
@@ -110,3 +116,61 @@ class ServiceProcess:
         self.on_stop(consumer.stop)
         self.ready()
         return consumer.run(install_signals=False)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ServiceProgress:
+    """How far a service is, as its own bookkeeping or the bus sees it."""
+
+    done: int
+    total: int  # 0 when not known yet
+    caught_up: bool  # nothing left to do once its producers have finished
+    detail: str = ""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ServiceFigures:
+    """What a service reports at the end: summary rows (label, text) and whether its checks passed."""
+
+    rows: tuple[tuple[str, str], ...]
+    ok: bool
+
+
+class DemoService(Protocol):
+    """A service the demo runs beside the catalog (``edbus demo --service module:attribute``).
+
+    Its processes are started like the catalog's (``python -m edbus.apps.catalog.worker``, each with its
+    own Bus): consumers first — each calls ``process.consume(consumer)`` (or ``process.ready()``) and runs
+    until ``process.stopping`` — then, once every consumer is ready, its producers, which exit when done.
+    The demo ends when every producer has exited and ``progress`` says caught up; consumers get SIGTERM.
+    Its files go in ``config.workdir``, named after the service.
+    """
+
+    name: str
+
+    def processes(self, config: DemoConfig) -> Sequence[tuple[str, bool]]:
+        """(process name, is a producer) of each of its processes; names unique in the demo."""
+        ...
+
+    def run(self, process: ServiceProcess) -> int:
+        """The body of the process called ``process.name`` (in the child process)."""
+        ...
+
+    def progress(self, config: DemoConfig, bus: Bus) -> ServiceProgress: ...
+
+    def report(self, config: DemoConfig, bus: Bus) -> ServiceFigures: ...
+
+
+def load_service(spec: str) -> DemoService:
+    """The ``DemoService`` named ``module:attribute``; ``ConfigError`` if there is none."""
+    module_name, _, attribute = spec.partition(":")
+    if not module_name or not attribute:
+        raise ConfigError(f"service {spec!r}: expected module:attribute")
+    try:
+        service = getattr(importlib.import_module(module_name), attribute)
+    except (ImportError, AttributeError) as exc:
+        raise ConfigError(f"service {spec!r} does not load: {type(exc).__name__}: {exc}") from None
+    missing = [m for m in ("name", "processes", "run", "progress", "report") if not hasattr(service, m)]
+    if missing:
+        raise ConfigError(f"service {spec!r} is not a DemoService: it has no {', '.join(missing)}")
+    return service  # type: ignore[no-any-return]

@@ -1,35 +1,47 @@
 """The simulated Studio: keeps the source of truth of the catalog in its own database and publishes each
-change to the bus.
+change to the bus as the openedx-events signal edx-platform sends for it, encoded as edbus's openedx
+producer encodes it (``SignalPublisher``).
 
-Each batch of changes is first committed to Studio's database together with the event ids it will be
-published under (its change log), then published with those ids, so a retried publish is idempotent and
-the change log says exactly which events exist.
+Each batch of changes is first committed to Studio's database together with the event ids it
+will be published under (its change log), then published with those ids, so a retried publish is
+idempotent and the change log says exactly which events exist. Like edx-platform, which stamps
+``COURSE_CATALOG_INFO_CHANGED`` with the course's last edit time, Studio gives the events of one course
+strictly increasing times: that is what the replica orders them by.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import datetime as dt
 import logging
 import time
 import uuid
 from collections.abc import Sequence
 
-from edbus import Bus
 from edbus.apps.catalog.db import COURSES_DDL, UPSERT_COURSE, Database, course_row
-from edbus.apps.catalog.events import CatalogInfoChanged, CourseDeleted
 from edbus.apps.catalog.planner import PlannedEvent, plan_events
+from edbus.apps.catalog.publisher import SignalPublisher
 from edbus.apps.catalog.service import ServiceProcess
 from edbus.errors import StoreError
 
-__all__ = ["STUDIO_DDL", "Studio", "run_studio"]
+__all__ = ["STUDIO_DDL", "Change", "Studio", "run_studio"]
 
 log = logging.getLogger("edbus.demo.studio")
 
 STUDIO_DDL = COURSES_DDL + """
 CREATE TABLE IF NOT EXISTS changes(
     seq INTEGER PRIMARY KEY AUTOINCREMENT, event_id TEXT NOT NULL UNIQUE, type TEXT NOT NULL,
-    course_key TEXT NOT NULL, poison INTEGER NOT NULL, published REAL);
+    course_key TEXT NOT NULL, event_key TEXT NOT NULL, poison INTEGER NOT NULL, published REAL);
 """
 _BATCH = 200
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Change:
+    """A planned event with the id it is published under."""
+
+    event_id: str
+    planned: PlannedEvent
 
 
 class Studio:
@@ -37,19 +49,29 @@ class Studio:
 
     def __init__(self, db: Database) -> None:
         self.db = db
+        self._last: dict[str, dt.datetime] = {}  # each course's latest event time
 
-    def record(self, batch: Sequence[tuple[str, PlannedEvent]]) -> None:
+    def event_time(self, course_key: str) -> dt.datetime:
+        """Now, or just after the course's previous event time: strictly increasing per course."""
+        now = dt.datetime.now(dt.UTC)
+        last = self._last.get(course_key)
+        if last is not None and now <= last:  # same microsecond (or a clock step back): still later
+            now = last + dt.timedelta(microseconds=1)
+        self._last[course_key] = now
+        return now
+
+    def record(self, batch: Sequence[PlannedEvent]) -> list[Change]:
         """Apply a batch of changes to the catalog and log their event ids, in one transaction."""
+        changes = [Change(str(uuid.uuid4()), p) for p in batch]
         with self.db.write() as conn:
-            for event_id, planned in batch:
-                payload = planned.payload
-                if not planned.poison:
-                    if isinstance(payload, CatalogInfoChanged):
-                        conn.execute(UPSERT_COURSE, course_row(payload.catalog_info, event_id))
-                    elif isinstance(payload, CourseDeleted):
-                        conn.execute("DELETE FROM courses WHERE course_key=?", (planned.course_key,))
-                conn.execute("INSERT INTO changes(event_id, type, course_key, poison) VALUES (?, ?, ?, ?)",
-                             (event_id, planned.event_type.name, planned.course_key, int(planned.poison)))
+            for change in changes:
+                planned = change.planned
+                if not planned.poison and planned.catalog_info is not None:
+                    conn.execute(UPSERT_COURSE, course_row(planned.catalog_info, change.event_id))
+                conn.execute("INSERT INTO changes(event_id, type, course_key, event_key, poison) "
+                             "VALUES (?, ?, ?, ?, ?)", (change.event_id, planned.event_type, planned.course_key,
+                                                        planned.event_key, int(planned.poison)))
+        return changes
 
     def mark_published(self, event_ids: Sequence[str]) -> None:
         with self.db.write() as conn:
@@ -62,7 +84,8 @@ def run_studio(service: ServiceProcess) -> int:
     config = service.config
     events = plan_events(config.courses, config.changes, config.poison, config.seed)
     studio = Studio(Database(config.studio_db, STUDIO_DDL))
-    bus = config.open_bus("openedx/cms/studio-simulator")
+    bus = config.open_bus("openedx/cms/web")
+    publisher = SignalPublisher(bus)
     started = time.monotonic()
     sent = 0
     try:
@@ -72,11 +95,10 @@ def run_studio(service: ServiceProcess) -> int:
             if due <= sent:
                 service.stopping.wait(min(0.05, (sent + 1) / config.rate - (time.monotonic() - started)))
                 continue
-            batch = [(str(uuid.uuid4()), planned) for planned in events[sent:due]]
-            studio.record(batch)
-            for event_id, planned in batch:
-                _publish(bus, config.topic, event_id, planned)
-            studio.mark_published([event_id for event_id, _ in batch])
+            changes = studio.record(events[sent:due])
+            for change in changes:  # each stamped when it is sent, as Studio's send() does
+                _publish(publisher, config.topic, change, studio.event_time(change.planned.course_key))
+            studio.mark_published([change.event_id for change in changes])
             sent = due
     finally:
         bus.close()
@@ -85,10 +107,14 @@ def run_studio(service: ServiceProcess) -> int:
     return sent
 
 
-def _publish(bus: Bus, topic: str, event_id: str, planned: PlannedEvent, attempts: int = 5) -> None:
+def _publish(publisher: SignalPublisher, topic: str, change: Change, when: dt.datetime, attempts: int = 5) -> None:
+    """One event, as Studio's ``send()`` of one signal; an unacknowledged publish is retried (same id)."""
+    record = publisher.record(topic, change.planned.event_type, change.planned.data, id=change.event_id,
+                              time=when)
+    event_id = change.event_id
     for attempt in range(1, attempts + 1):
         try:
-            bus.publish(topic, planned.event_type, planned.payload, id=event_id)
+            publisher.publish(topic, [record])
             return
         except StoreError as exc:  # not acknowledged: the same id makes the retry idempotent
             if attempt == attempts:

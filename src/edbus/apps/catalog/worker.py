@@ -1,6 +1,7 @@
 """Entry point of the demo's processes: ``python -m edbus.apps.catalog.worker ROLE NAME CONFIG_JSON``.
 
-ROLE is ``studio``, ``replica`` or ``audit``. Each process builds its own Bus. The exit status is 0 when
+ROLE is ``studio``, ``replica``, ``audit``, or ``service=module:attribute`` for a process of another
+``DemoService``. Each process builds its own Bus. The exit status is 0 when
 the process finished its work (Studio) or was stopped gracefully (consumers).
 """
 
@@ -12,10 +13,12 @@ from collections.abc import Callable, Sequence
 
 from edbus.apps.catalog.audit import run_audit
 from edbus.apps.catalog.replica import run_replica
-from edbus.apps.catalog.service import DemoConfig, ServiceProcess
+from edbus.apps.catalog.service import DemoConfig, ServiceProcess, load_service
 from edbus.apps.catalog.studio import run_studio
 
-__all__ = ["ROLES", "main"]
+__all__ = ["ROLES", "SERVICE_ROLE", "main"]
+
+SERVICE_ROLE = "service="
 
 ROLES: dict[str, Callable[[ServiceProcess], int]] = {"studio": run_studio, "replica": run_replica,
                                                      "audit": run_audit}
@@ -23,13 +26,17 @@ ROLES: dict[str, Callable[[ServiceProcess], int]] = {"studio": run_studio, "repl
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
-    if len(args) != 3 or args[0] not in ROLES:
-        print(f"usage: python -m edbus.apps.catalog.worker {{{','.join(ROLES)}}} NAME CONFIG_JSON", file=sys.stderr)
+    if len(args) != 3 or not (args[0] in ROLES or args[0].startswith(SERVICE_ROLE)):
+        print(f"usage: python -m edbus.apps.catalog.worker {{{','.join(ROLES)},{SERVICE_ROLE}module:attribute}} "
+              "NAME CONFIG_JSON", file=sys.stderr)
         return 2
     role, name, config_json = args
     service = ServiceProcess(name, DemoConfig.from_json(config_json))
     try:
-        ROLES[role](service)
+        if role.startswith(SERVICE_ROLE):
+            load_service(role[len(SERVICE_ROLE):]).run(service)
+        else:
+            ROLES[role](service)
     except Exception:
         logging.getLogger("edbus.demo").exception("%s failed", name)
         return 1
