@@ -276,14 +276,27 @@ def _to_bool(value: Any) -> Any:
     raise _expect("bool", value)
 
 
+def _to_datetime(value: Any) -> Any:
+    if not isinstance(value, dt.datetime):
+        raise _expect("datetime", value)
+    if value.tzinfo is None or value.utcoffset() is None:
+        # the encoder would take it as UTC: the producer's local time would silently shift
+        raise _Bad(f"naive datetime {value.isoformat()}: give it a time zone (e.g. tzinfo=datetime.UTC)")
+    if value.year in (1, dt.MAXYEAR):
+        try:
+            value.astimezone(dt.UTC)
+        except OverflowError:  # no reader could decode it
+            raise _Bad(f"datetime {value.isoformat()} is out of range in UTC") from None
+    return value
+
+
 _PRIMITIVES: dict[type, tuple[Any, Convert]] = {
     bool: ("boolean", _to_bool),
     int: ("long", _to_int),
     float: ("double", _to_float),
     str: ("string", _to_str),
     bytes: ("bytes", _checker(lambda v: isinstance(v, bytes), "bytes")),
-    dt.datetime: ({"type": "long", "logicalType": "timestamp-micros"},
-                  _checker(lambda v: isinstance(v, dt.datetime), "datetime")),
+    dt.datetime: ({"type": "long", "logicalType": "timestamp-micros"}, _to_datetime),
     dt.date: ({"type": "int", "logicalType": "date"},
               _checker(lambda v: isinstance(v, dt.date) and not isinstance(v, dt.datetime), "date")),
 }
