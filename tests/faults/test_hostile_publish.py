@@ -3,8 +3,10 @@ refused with an ``edbus.errors`` error that names the field, before anything is 
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import enum
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +18,7 @@ import pytest
 from edbus import Bus, EventType
 from edbus.errors import ValidationError
 from tests.conftest import backend_url
+from tests.events import SEQ, Seq
 
 
 class Level(enum.Enum):
@@ -87,3 +90,67 @@ def test_datetime_out_of_range_in_utc_is_refused_so_no_consumer_gets_an_undecoda
     bus.publish("t", EVERYTHING, valid(at=late))
     [(message, _, _)] = list(bus.read("t"))
     assert bus.codec.decode(message, EVERYTHING)[1].at == late
+
+
+@pytest.mark.parametrize(("payload", "where"), [
+    (valid(key="k\ud800"), r"^key: not valid Unicode: surrogates not allowed at index 1$"),
+    (valid(tags=["ok", "\udfff"]), r"^tags\[1\]: not valid Unicode"),
+    (valid(scores={"\ud83d": 1}), r"^scores\['\\ud83d'\]: not valid Unicode"),
+    (valid(note="x" * 100 + "\ud800"), r"^note: not valid Unicode: surrogates not allowed at index 100$"),
+])
+def test_lone_surrogates_are_refused_naming_the_field(bus: Bus, payload: Everything, where: str) -> None:
+    # the encoder used to fail with "payload does not encode" and no field; a surrogate id or key
+    # reached the store as a UnicodeEncodeError
+    with pytest.raises(ValidationError, match=where):
+        bus.publish("t", EVERYTHING, payload)
+    assert stored(bus) == 0
+
+
+def test_int_too_large_for_a_double_is_refused_naming_the_field(bus: Bus) -> None:
+    with pytest.raises(ValidationError, match=r"^ratio: int 1000.*0 is out of the range of a double$"):
+        bus.publish("t", EVERYTHING, valid(ratio=10**400))  # used to escape as a raw OverflowError
+    assert stored(bus) == 0
+
+
+def test_deeply_nested_or_unprintable_values_are_refused_with_a_short_message(bus: Bus) -> None:
+    deep: Any = "x"
+    for _ in range(100_000):
+        deep = [deep]
+
+    class Hostile:
+        def __repr__(self) -> str:
+            raise RuntimeError("repr bomb")
+
+    # the refusal's own repr() used to raise RecursionError (or the hostile __repr__'s error)
+    cases: list[tuple[Any, str]] = [
+        (valid(tags=deep), r"^tags\[0\]: expected str, got list \[\[\[\[\.\.\.\]\]\]\]$"),
+        (valid(inner=Hostile()), r"^inner: expected Inner, got Hostile <Hostile instance at 0x[0-9a-f]+>$"),
+        (valid(scores={"a": "x" * 50_000_000}), r"^scores\['a'\]: expected int \(64-bit\), got str 'x{20,}\.\.\.x+'$"),
+        (deep, r"^payload: expected Everything, got list"),
+    ]
+    for payload, where in cases:
+        started = time.monotonic()
+        with pytest.raises(ValidationError, match=where) as refused:
+            bus.publish("t", EVERYTHING, payload)
+        assert len(str(refused.value)) < 200 and time.monotonic() - started < 2
+    assert stored(bus) == 0
+
+
+def test_a_str_subclass_is_stored_as_plain_text_and_its_overrides_never_run(bus: Bus) -> None:
+    class Sneaky(str):
+        def encode(self, *args: Any, **kwargs: Any) -> bytes:
+            raise RuntimeError("encode override ran")  # used to escape from the encoder
+
+    bus.publish("t", SEQ, Seq("k", 1, Sneaky("p")))
+    [(_, _, data)] = list(bus.read("t"))
+    assert data["producer"] == "p"
+
+
+def test_a_payload_class_whose_field_types_cannot_be_resolved_is_a_validation_error() -> None:
+    @dataclasses.dataclass
+    class Local:
+        key: str
+        other: Unresolvable  # type: ignore[name-defined]  # noqa: F821
+
+    with pytest.raises(ValidationError, match="cannot resolve the field types of Local: NameError"):
+        EventType("org.openedx.test.hostile.local.made.v1", Local, key="key")  # was a bare NameError

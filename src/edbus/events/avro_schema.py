@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import enum
+import reprlib
 import types
 import typing
 import uuid
@@ -44,8 +45,22 @@ class _Bad(Exception):
         return text or "payload"
 
 
+_REPR = reprlib.Repr()  # Python 3.11's Repr takes no arguments
+_REPR.maxlevel, _REPR.maxstring, _REPR.maxother = 3, 60, 60
+_REPR.maxlist = _REPR.maxtuple = _REPR.maxdict = _REPR.maxset = 4
+
+
+def _show(value: Any) -> str:
+    """A short repr: bounded for huge or deeply nested values; a raising ``__repr__`` cannot replace
+    the validation error."""
+    try:
+        return _REPR.repr(value)
+    except Exception:  # RecursionError, or whatever a hostile __repr__ raises
+        return f"<{type(value).__name__} object>"
+
+
 def _expect(expected: str, value: Any) -> _Bad:
-    return _Bad(f"expected {expected}, got {type(value).__name__} {value!r:.60}")
+    return _Bad(f"expected {expected}, got {type(value).__name__} {_show(value)}")
 
 
 def is_payload_class(cls: object) -> bool:
@@ -54,7 +69,11 @@ def is_payload_class(cls: object) -> bool:
 
 def _fields(cls: type) -> list[tuple[str, Any, Any]]:
     """(name, type, default or MISSING) for each init field, in declaration order."""
-    hints = typing.get_type_hints(cls)
+    try:
+        hints = typing.get_type_hints(cls)
+    except Exception as exc:  # e.g. a class defined in a function, under ``from __future__ import annotations``
+        raise ValidationError(f"cannot resolve the field types of {cls.__name__}: {type(exc).__name__}: {exc} "
+                              "(define the class at module level)") from None
     out: list[tuple[str, Any, Any]] = []
     if attrs.has(cls):
         for a in attrs.fields(cls):
@@ -149,11 +168,12 @@ class PayloadCodec:
                 out = {}
                 for k, v in value.items():
                     if not isinstance(k, str):
-                        raise _Bad(f"key {k!r} is not a string")
+                        raise _Bad(f"key {_show(k)} is not a string")
                     try:
+                        k = _to_str(k)
                         out[k] = inner(v)
                     except _Bad as bad:
-                        bad.path.append(f"[{k!r}]")
+                        bad.path.append(f"[{_show(k)}]")
                         raise
                 return out
 
@@ -254,13 +274,23 @@ def _to_float(value: Any) -> Any:
         return value
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise _expect("float", value)
-    return float(value)
+    try:
+        return float(value)
+    except OverflowError:
+        raise _Bad(f"int {_show(value)} is out of the range of a double") from None
 
 
 def _to_str(value: Any) -> Any:
-    if type(value) is str or isinstance(value, str):
-        return value
-    raise _expect("str", value)
+    if type(value) is not str:
+        if not isinstance(value, str):
+            raise _expect("str", value)
+        value = str.__str__(value)  # a plain str: a subclass's overrides never run inside the encoder
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:  # lone surrogates: Avro strings are UTF-8
+            raise _Bad(f"not valid Unicode: {exc.reason} at index {exc.start}") from None
+    return value
 
 
 def _to_int(value: Any) -> Any:
