@@ -1,0 +1,259 @@
+"""The scenarios, and one run of a scenario: producers and consumers as processes, faults from a seeded
+schedule, a drain until caught up, then the checker on the histories and on what the store holds."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sqlite3
+import time
+import uuid
+from collections import Counter
+from pathlib import Path
+
+from edbus import Bus, Mode, StartAt
+from edbus.backends.base import Message, dlq_topic
+from edbus.errors import NotFoundError, StoreError
+from tests.faults.checker import Figures, Rules, check, markdown_row
+from tests.faults.faults import Fleet, PulsarBroker, Worker
+from tests.faults.history import HistoryWriter, now
+from tests.faults.schedule import Fault, build_schedule
+
+__all__ = ["SCENARIOS", "RunResult", "Scenario", "run"]
+
+TOPIC, SUBSCRIPTION = "faults", "harness"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Scenario:
+    name: str
+    guarantee: str  # what it tests
+    faults: tuple[str, ...]
+    backends: tuple[str, ...] = ("sqlite", "pulsar")
+    mode: str = "key_ordered"
+    producers: int = 2
+    consumers: int = 2
+    rate: float = 200.0  # events/s per producer
+    batch: int = 1  # events per publish
+    ack_delay: float = 0.0  # seconds a publish is held after the store acked it
+    keys: int = 8  # per producer
+    mean_interval: float = 3.0  # seconds between faults
+    down: tuple[float, float] = (0.0, 1.0)  # seconds a killed process stays down
+    consumer_batch: int = 32
+    concurrency: int = 4
+    lease: float = 3.0
+    handler_delay: float = 0.0  # seconds each handler takes
+    backlog: int = 0  # events published before any consumer starts
+    slow_for: float = 0.0  # seconds of slow handling at the consumer's start
+    slow_delay: float = 0.0
+    peak_memory_mb: float | None = None
+    bound_duplicates: bool = False  # at most one fetch batch plus the in-flight window per consumer kill
+
+    def rules(self) -> Rules:
+        bound = self.consumer_batch + 2 * self.concurrency if self.bound_duplicates else None
+        return Rules(self.mode, duplicates_per_kill=bound, peak_memory_mb=self.peak_memory_mb)
+
+
+SCENARIOS = {s.name: s for s in (
+    Scenario("producer_kill", "an unknown publish retried with the same id is stored once; acked = durable",
+             ("kill_producer",), producers=3, ack_delay=0.01, mean_interval=2.0),
+    Scenario("consumer_kill", "at-least-once, key order, duplicates bounded by one batch per kill",
+             ("kill_consumer",), consumers=3, handler_delay=0.005, bound_duplicates=True),
+    Scenario("consumer_kill_exclusive", "exclusive: total order with failover after a SIGKILL",
+             ("kill_consumer",), mode="exclusive", consumers=2, handler_delay=0.001, bound_duplicates=True),
+    Scenario("writer_kill", "the embedded store survives SIGKILL of any writer mid-transaction",
+             ("kill_producer", "kill_consumer"), backends=("sqlite",), producers=2, consumers=2, rate=2000.0,
+             batch=100, consumer_batch=256, mean_interval=2.0),
+    Scenario("broker_kill", "Pulsar: acked events survive a broker SIGKILL; clients carry on after its restart",
+             ("kill_broker",), backends=("pulsar",), mean_interval=25.0, down=(0.0, 2.0)),
+    Scenario("backlog", "a slow consumer with a 1,000,000-event backlog: bounded memory, catches up",
+             (), producers=0, consumers=1, backlog=1_000_000, slow_for=10.0, slow_delay=0.002,
+             consumer_batch=256, peak_memory_mb=300.0),
+)}
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RunResult:
+    backend: str
+    scenario: Scenario
+    seed: int
+    duration: float
+    figures: Figures
+    problems: tuple[str, ...]  # the checker's violations plus the run's own (crashes, store damage)
+    drain_seconds: float
+    backlog_publish_rate: float | None
+
+    @property
+    def passed(self) -> bool:
+        return not self.problems
+
+    def markdown(self) -> str:
+        row = markdown_row(self.backend, self.scenario.name, self.seed, self.duration, self.figures,
+                           self.scenario.rules())
+        if self.problems and row.endswith("| pass |"):
+            row = row[: -len("pass |")] + "FAIL: " + "; ".join(self.problems) + " |"
+        return row
+
+    def details(self) -> str:
+        lines = [f"{self.backend} {self.scenario.name}: drain {self.drain_seconds:.1f} s"
+                 + (f", backlog published at {self.backlog_publish_rate:,.0f} events/s"
+                    if self.backlog_publish_rate else "")
+                 + f", duplicates without a fault {self.figures.duplicates_without_fault}"
+                 + f", dead-lettered {self.figures.dead_lettered}, unresolved {self.figures.unresolved}"]
+        lines += [f"  t={f.at:7.2f}s {f.kind:<13} pid {f.victim:<8} recovered in {f.recovery:6.2f} s"
+                  + (f", {f.duplicates} of its events delivered again" if f.kind == "kill_consumer" else "")
+                  for f in self.figures.faults]
+        lines += [f"  problem: {p}" for p in self.problems]
+        return "\n".join(lines)
+
+
+def shared_pulsar_url() -> str:
+    service = os.environ.get("EDBUS_TEST_PULSAR", "pulsar://127.0.0.1:6650")
+    admin = os.environ.get("EDBUS_TEST_PULSAR_ADMIN", "http://127.0.0.1:8080")
+    return f"{service}?admin={admin}&prefix=f{uuid.uuid4().hex[:10]}-&publish_timeout=120"
+
+
+def run(scenario: Scenario, backend: str, seed: int, duration: float, workdir: Path, *,
+        backlog: int | None = None, pulsar_url: str | None = None) -> RunResult:
+    """One run. ``workdir`` holds the histories (``history/``) apart from the store (``store/``) and a
+    broker of the run's own (``broker/``, for ``kill_broker``); ``backlog`` overrides the scenario's."""
+    if backend not in scenario.backends:
+        raise ValueError(f"scenario {scenario.name} does not run on {backend}")
+    history_dir = workdir / "history"
+    history_dir.mkdir(parents=True, exist_ok=True)
+    broker = PulsarBroker(workdir / "broker") if "kill_broker" in scenario.faults else None
+    if backend == "sqlite":
+        (workdir / "store").mkdir(exist_ok=True)
+        url = f"sqlite:///{workdir / 'store' / 'edbus.db'}"
+    elif broker is not None:
+        broker.start()
+        url = broker.url(f"f{uuid.uuid4().hex[:10]}-")
+    else:
+        url = pulsar_url or shared_pulsar_url()
+    runner_log = HistoryWriter(history_dir / "runner.jsonl")
+    bus = Bus.from_url(url)
+    problems: list[str] = []
+    try:
+        bus.backend.subscribe(TOPIC, SUBSCRIPTION, Mode(scenario.mode), StartAt.parse("earliest"))
+        backlog_rate = _publish_backlog(scenario, url, history_dir, backlog)
+        fleet = _fleet(scenario, url, history_dir, broker, runner_log)
+        try:
+            fleet.start()
+            schedule = build_schedule(seed, duration, scenario.faults, mean_interval=scenario.mean_interval,
+                                      producers=scenario.producers, consumers=scenario.consumers,
+                                      down=scenario.down)
+            _inject(fleet, schedule, duration, runner_log, problems)
+            for w in fleet.producers:
+                if w.stop(timeout=360) != 0:
+                    problems.append(f"producer {w.name} did not stop cleanly: {w.errors()[-500:]}")
+            drained = _drain(bus, fleet, runner_log, timeout=max(180.0, (backlog or scenario.backlog) / 2000))
+            if drained is None:
+                problems.append("the subscription did not catch up before the drain deadline")
+            for w in fleet.consumers:
+                if w.stop(timeout=60) != 0:
+                    problems.append(f"consumer {w.name} did not stop cleanly: {w.errors()[-500:]}")
+        finally:
+            fleet.finish_sampling()
+            fleet.kill_all()
+        stored = None if (backlog or scenario.backlog) > 200_000 and backend == "pulsar" else _stored(bus)
+        dead = [m.record.id for m in _read_all(bus, dlq_topic(TOPIC, SUBSCRIPTION))]
+        if backend == "sqlite":
+            problems += _integrity(workdir / "store" / "edbus.db")
+    finally:
+        bus.close()
+        runner_log.close()
+        if broker is not None:
+            broker.stop()
+    figures = check(history_dir, stored=stored, dead_lettered=dead)
+    return RunResult(backend, scenario, seed, duration, figures,
+                     tuple(figures.violations(scenario.rules()) + problems), drained or 0.0, backlog_rate)
+
+
+def _fleet(s: Scenario, url: str, history: Path, broker: PulsarBroker | None, runner_log: HistoryWriter) -> Fleet:
+    common = ["--url", url, "--topic", TOPIC]
+    producers = [Worker("produce", f"p{i}", history / f"p{i}.jsonl",
+                        [*common, "--keys", str(s.keys), "--batch", str(s.batch), "--rate", str(s.rate),
+                         "--ack-delay", str(s.ack_delay)]) for i in range(s.producers)]
+    consumers = [Worker("consume", f"c{i}", history / f"c{i}.jsonl",
+                        [*common, "--subscription", SUBSCRIPTION, "--mode", s.mode, "--batch", str(s.consumer_batch),
+                         "--concurrency", str(s.concurrency), "--lease", str(s.lease), "--delay", str(s.handler_delay),
+                         "--slow-for", str(s.slow_for), "--slow-delay", str(s.slow_delay)]) for i in range(s.consumers)]
+    return Fleet(producers, consumers, broker, runner_log)
+
+
+def _publish_backlog(s: Scenario, url: str, history: Path, count: int | None) -> float | None:
+    """The backlog, published before any consumer runs, by one producer process in batches of 1,000."""
+    count = s.backlog if count is None else count
+    if not count:
+        return None
+    w = Worker("produce", "backlog", history / "backlog.jsonl",
+               ["--url", url, "--topic", TOPIC, "--count", str(count), "--batch", "1000", "--keys", "64"])
+    started = now()
+    w.start()
+    if w.wait(timeout=max(600.0, count / 500)) != 0:
+        raise RuntimeError(f"backlog producer failed: {w.errors()}")
+    return count / (now() - started)
+
+
+def _inject(fleet: Fleet, schedule: tuple[Fault, ...], duration: float, log: HistoryWriter,
+            problems: list[str]) -> None:
+    """Apply the schedule's faults at their times (late when an earlier one is still in progress);
+    a worker that exits on its own is a problem of the run."""
+    start = now()
+    log.write("phase", name="faults", scheduled=len(schedule), duration=duration)
+    pending = list(schedule)
+    while now() - start < duration:
+        for w in [*fleet.producers, *fleet.consumers]:
+            if w.proc is not None and w.proc.poll() is not None:
+                problems.append(f"{w.name} exited on its own ({w.proc.returncode}): {w.errors()[-800:]}")
+                w.start()
+        if pending and now() - start >= pending[0].at:
+            fleet.apply(pending.pop(0))
+            continue
+        time.sleep(0.05)  # the schedule's clock: next fault or end of the phase
+
+
+def _drain(bus: Bus, fleet: Fleet, log: HistoryWriter, timeout: float) -> float | None:
+    """Consumers run until the subscription has nothing unacked; seconds it took, None at the deadline."""
+    start = now()
+    log.write("phase", name="drain")
+    while now() - start < timeout:
+        try:
+            [stats] = [s for s in bus.backend.subscriptions(TOPIC) if s.subscription == SUBSCRIPTION]
+        except StoreError:
+            stats = None  # the broker is still coming back: ask again
+        if stats is not None and stats.backlog == 0 and stats.in_flight == 0:
+            log.write("phase", name="drained")
+            return now() - start
+        for w in fleet.consumers:
+            if not w.alive():
+                w.start()
+        time.sleep(0.5)  # polling the subscription's stats
+    return None
+
+
+def _read_all(bus: Bus, topic: str) -> list[Message]:
+    out: list[Message] = []
+    after: str | None = None
+    while True:
+        try:
+            batch = bus.backend.read(topic, StartAt.parse("earliest"), 5000, after)
+        except NotFoundError:
+            return out
+        if not batch:
+            return out
+        out += batch
+        after = batch[-1].position
+
+
+def _stored(bus: Bus) -> Counter[str]:
+    return Counter(m.record.id for m in _read_all(bus, TOPIC))
+
+
+def _integrity(path: Path) -> list[str]:
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        result = db.execute("PRAGMA integrity_check").fetchall()
+    finally:
+        db.close()
+    return [] if result == [("ok",)] else [f"integrity_check: {result[:5]}"]
