@@ -1,0 +1,29 @@
+"""The feed's errors, in edbus's tree. Which ones are retried and which are dead-lettered at once is
+decided by ``feed.PERMANENT_ERRORS``."""
+
+from __future__ import annotations
+
+from edbus.errors import EdbusError
+
+__all__ = ["LrsRejectedError", "LrsUnavailableError", "SinkError", "UntransformableEventError"]
+
+
+class LrsRejectedError(EdbusError):
+    """The LRS refused a statement with a 4xx that will never succeed (invalid statement). Dead-lettered at
+    once; the message carries the HTTP status and the LRS's answer."""
+
+    def __init__(self, statement_id: str, status: int, answer: str) -> None:
+        super().__init__(f"the LRS refused statement {statement_id}: HTTP {status}: {answer}")
+        self.statement_id, self.status, self.answer = statement_id, status, answer
+
+
+class LrsUnavailableError(EdbusError):
+    """The LRS could not be reached, timed out, or answered 5xx/408/429/401/403: retried with backoff."""
+
+
+class SinkError(EdbusError):
+    """The Caliper sink could not store an envelope: retried with backoff."""
+
+
+class UntransformableEventError(EdbusError):
+    """An event of a mapped type whose data lacks what the mapping needs: dead-lettered at once."""
