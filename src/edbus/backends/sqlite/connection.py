@@ -11,9 +11,9 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from edbus.errors import StoreUnavailableError
+from edbus.errors import ConfigError, StoreUnavailableError
 
-__all__ = ["DDL", "Checkpointer", "StoreConnection", "default_path"]
+__all__ = ["DDL", "Checkpointer", "StoreConnection", "append_sync", "default_path"]
 
 log = logging.getLogger("edbus.sqlite")
 _abandoned: list[sqlite3.Connection] = []  # connections inherited across fork(): never used, never closed
@@ -54,12 +54,25 @@ def default_path() -> Path:
     return Path(base) / "edbus" / "edbus.db"
 
 
+def append_sync(synchronous: str) -> str:
+    """The ``synchronous`` pragma for appends: ``full`` (the default) or ``normal`` (docs/operations.md)."""
+    value = synchronous.lower()
+    if value not in ("full", "normal"):
+        raise ConfigError(f"synchronous={synchronous!r}: use full (the default: an acknowledged publish survives "
+                          "a power loss) or normal (faster; acknowledged events can be lost on a power loss "
+                          "or an OS crash)")
+    return value.upper()
+
+
 def _explain(exc: sqlite3.Error, path: Path) -> StoreUnavailableError:
     text = str(exc)
+    code = getattr(exc, "sqlite_errorname", "")  # the extended result code, e.g. SQLITE_IOERR_WRITE
     if "readonly" in text or "read-only" in text:
         why = "is read-only"
     elif "full" in text:
         why = "is full (no space left)"
+    elif code == "SQLITE_IOERR_SHMSIZE":  # growing the -shm file failed: ENOSPC, or a quota
+        why = f"is full (no space left to grow {path.name}-shm)"
     elif "not a database" in text or "malformed" in text:
         why = "is corrupt (not an SQLite database or damaged)"
     elif "locked" in text or "busy" in text:
@@ -67,21 +80,23 @@ def _explain(exc: sqlite3.Error, path: Path) -> StoreUnavailableError:
     elif "unable to open" in text:
         why = "cannot be opened"
     else:
-        why = f"failed: {text}"
+        why = f"failed: {text}" + (f" ({code})" if code.startswith("SQLITE_IOERR_") else "")
     return StoreUnavailableError(f"edbus store {path} {why}")
 
 
 class StoreConnection:
     """One SQLite connection with a lock; ``transaction()`` is BEGIN IMMEDIATE … COMMIT.
 
-    ``durable=True`` commits with ``synchronous=FULL`` (fsync of the WAL before the commit returns);
-    consumer bookkeeping (leases, acks) commits with NORMAL: losing it in a power cut means a redelivery,
-    never a lost event.
+    ``durable=True`` commits with ``synchronous=FULL`` (fsync of the WAL before the commit returns) unless
+    the store was opened with ``synchronous="normal"``; consumer bookkeeping (leases, acks) commits with
+    NORMAL: losing it in a power cut means a redelivery, never a lost event.
     """
 
-    def __init__(self, path: Path, *, create: bool, busy_timeout: float = 30.0) -> None:
+    def __init__(self, path: Path, *, create: bool, busy_timeout: float = 30.0,
+                 synchronous: str = "full") -> None:
         self.path = path
         self.busy_timeout = busy_timeout
+        self.durable_sync = append_sync(synchronous)
         if not path.exists():
             if not create:
                 raise StoreUnavailableError(
@@ -97,13 +112,13 @@ class StoreConnection:
         """Connect (again, in a forked child: a connection must never cross a fork)."""
         self._pid = os.getpid()
         self.lock = threading.RLock()
-        self._sync = "FULL"
+        self._sync = self.durable_sync
         db = None
         try:
             db = sqlite3.connect(str(self.path), timeout=self.busy_timeout, isolation_level=None,
                                  check_same_thread=False)
             db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=FULL")
+            db.execute(f"PRAGMA synchronous={self._sync}")
             db.execute("PRAGMA cache_size=-65536")
             db.execute("PRAGMA wal_autocheckpoint=0")  # the Checkpointer thread does it
             db.execute("PRAGMA journal_size_limit=67108864")
@@ -129,7 +144,7 @@ class StoreConnection:
             self._after_fork()
         with self.lock:
             try:
-                sync = "FULL" if durable else "NORMAL"
+                sync = self.durable_sync if durable else "NORMAL"
                 if sync != self._sync:
                     self.db.execute(f"PRAGMA synchronous={sync}")
                     self._sync = sync

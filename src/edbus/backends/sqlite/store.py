@@ -15,6 +15,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl
 
 from edbus._rng import rng as _rng
 from edbus.backends.base import (
@@ -51,13 +52,15 @@ def _message(row: Sequence[Any]) -> Message:
 
 
 class SqliteBackend(Backend):
-    """``sqlite:///path/to/edbus.db``. ``window`` bounds the pulled-but-unacked rows per subscription."""
+    """``sqlite:///path/to/edbus.db``. ``window`` bounds the pulled-but-unacked rows per subscription;
+    ``synchronous="normal"`` trades the power-loss durability of appends for speed (docs/operations.md)."""
 
-    def __init__(self, path: Path, *, create: bool = True, window: int = 200_000) -> None:
+    def __init__(self, path: Path, *, create: bool = True, window: int = 200_000,
+                 synchronous: str = "full") -> None:
         self.path = path
-        self.url = f"sqlite:///{path}"
         self.window = window
-        self.conn = StoreConnection(path, create=create)
+        self.conn = StoreConnection(path, create=create, synchronous=synchronous)
+        self.url = f"sqlite:///{path}" + ("?synchronous=normal" if self.conn.durable_sync == "NORMAL" else "")
         self.inspection = StoreInspection(self.conn)
         self._registry = CheckedSchemaRegistry(self.inspection)
         self._wake_folder = Path(f"{path}-wake")
@@ -69,6 +72,23 @@ class SqliteBackend(Backend):
         self._sender = WakeSender(self._wake_folder)
         self._listener: WakeListener | None = None
         self._beats: dict[tuple[int, str], float] = {}
+
+    @classmethod
+    def from_url(cls, url: str, *, create: bool = True) -> SqliteBackend:
+        """``sqlite:///relative/path.db`` or ``sqlite:////absolute/path.db``, optionally
+        ``?synchronous=full|normal``."""
+        raw, _, query = url[len("sqlite://"):].partition("?")
+        if not url.startswith("sqlite://") or not raw.startswith("/") or raw == "/":
+            raise ConfigError(f"bad URL {url!r}: use sqlite:///relative/path.db or sqlite:////absolute/path.db")
+        path = raw[1:]
+        if not path or path == ":memory:":
+            raise ConfigError(f"bad URL {url!r}: the embedded store needs a file path")
+        options = dict(parse_qsl(query, keep_blank_values=True, strict_parsing=False))
+        unknown = sorted(set(options) - {"synchronous"})
+        if unknown:
+            raise ConfigError(f"bad URL {url!r}: unknown option {unknown[0]!r} (the embedded store takes "
+                              "synchronous=full|normal)")
+        return cls(Path(path).expanduser(), create=create, synchronous=options.get("synchronous", "full"))
 
     @property
     def registry(self) -> SchemaRegistry:
@@ -102,7 +122,8 @@ class SqliteBackend(Backend):
     def subscribe(self, topic: str, subscription: str, mode: Mode, start: StartAt) -> None:
         check_subscription(subscription)
         now = time.time()
-        with self.conn.transaction() as db:
+        # durable: a subscription lost in a power cut and created again at "latest" would skip events
+        with self.conn.transaction(durable=True) as db:
             row = db.execute("SELECT mode FROM subscriptions WHERE topic=? AND name=?",
                              (topic, subscription)).fetchone()
             if row is not None:
