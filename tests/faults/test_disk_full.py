@@ -87,3 +87,34 @@ def test_producer_starting_on_a_full_disk_gets_one_clear_error_and_the_store_sta
     assert error.startswith(f"StoreUnavailableError: edbus store {disk.db} is full"), error
     assert len(published.acked) == MORE
     assert_intact(check_store(disk.db, log), published)
+
+
+def mount_tmpfs(where: Path, size: str) -> str | None:
+    """None when mounted, else why not (mounting needs privileges a test machine may not give)."""
+    where.mkdir(exist_ok=True)
+    if shutil.which("mount") is None:
+        return "no mount command"
+    result = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)],
+                            capture_output=True, text=True)
+    return None if result.returncode == 0 else f"cannot mount a tmpfs: {result.stderr.strip()}"
+
+
+def test_a_real_full_tmpfs_behaves_as_the_shim_says(tmp_path: Path) -> None:
+    """The cross-check of the shim's ENOSPC model: a 2 MiB tmpfs, filled for real, then grown."""
+    small = tmp_path / "small"
+    problem = mount_tmpfs(small, "2m")
+    if problem is not None:
+        pytest.skip(problem)
+    try:
+        db, log = small / "edbus.db", tmp_path / "publish.log"
+        publish(None, f"sqlite:///{db}", log, "--until-error", "--seed", "5")
+        published = PublishLog.read(log)
+        [error] = published.errors
+        assert error.startswith(f"StoreUnavailableError: edbus store {db} is full"), error
+        assert len(published.acked) > 100
+        assert_intact(check_store(db, log), published)
+        subprocess.run(["mount", "-o", "remount,size=8m", str(small)], check=True)  # space freed
+        publish(None, f"sqlite:///{db}", log, "--start", str(max(published.tried) + 1), "--count", str(MORE))
+        assert_intact(check_store(db, log), PublishLog.read(log))
+    finally:
+        subprocess.run(["umount", "-l", str(small)], check=True)

@@ -246,7 +246,12 @@ static void make_names_durable(void) {
     struct dirent *ent;
     while ((ent = readdir(d)) != NULL) {
         size_t n = strlen(ent->d_name);
-        if (ent->d_type != DT_REG) continue;
+        struct stat st;
+        if (ent->d_type == DT_UNKNOWN) {  /* some file systems do not fill d_type in */
+            if (fstatat(dirfd(d), ent->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISREG(st.st_mode)) continue;
+        } else if (ent->d_type != DT_REG) {
+            continue;
+        }
         if (n >= 4 && strcmp(ent->d_name + n - 4, "-shm") == 0) continue;
         fprintf(out, "%s\n", ent->d_name);
     }
