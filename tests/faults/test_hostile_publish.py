@@ -146,6 +146,23 @@ def test_a_str_subclass_is_stored_as_plain_text_and_its_overrides_never_run(bus:
     assert data["producer"] == "p"
 
 
+@attrs.frozen
+class Nothing:
+    pass
+
+
+@dataclasses.dataclass
+class Holder:
+    key: str
+    items: list[Nothing]
+
+
+def test_an_array_of_items_that_encode_to_zero_bytes_is_refused_at_definition() -> None:
+    # a few bytes could claim 2**62 such items: the decoder would build them until memory ran out
+    with pytest.raises(ValidationError, match=r"Holder: items: an array whose items encode to zero bytes"):
+        EventType("org.openedx.test.hostile.bomb.made.v1", Holder, key="key")
+
+
 def test_a_payload_class_whose_field_types_cannot_be_resolved_is_a_validation_error() -> None:
     @dataclasses.dataclass
     class Local:

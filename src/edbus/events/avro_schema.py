@@ -24,7 +24,7 @@ import attrs
 
 from edbus.errors import ValidationError
 
-__all__ = ["PayloadCodec", "compile_payload", "is_payload_class"]
+__all__ = ["PayloadCodec", "compile_payload", "is_payload_class", "zero_width_array"]
 
 Convert = Callable[[Any], Any]
 _NONE = type(None)
@@ -106,6 +106,9 @@ class PayloadCodec:
         self._done: dict[type, tuple[Convert, Callable[[Any], Any]]] = {}
         self._busy: set[type] = set()
         schema, to_avro, from_avro = self._compile(cls)
+        unbounded = zero_width_array(schema)
+        if unbounded is not None:
+            raise ValidationError(f"{cls.__name__}: {unbounded}")
         self.schema: dict[str, Any] = schema
         self.to_avro: Convert = self._top(to_avro)
         self.from_avro: Callable[[Any], Any] = lambda data: from_avro(data)
@@ -330,6 +333,53 @@ _PRIMITIVES: dict[type, tuple[Any, Convert]] = {
     dt.date: ({"type": "int", "logicalType": "date"},
               _checker(lambda v: isinstance(v, dt.date) and not isinstance(v, dt.datetime), "date")),
 }
+
+
+def zero_width_array(schema: Any) -> str | None:
+    """Why ``schema`` cannot be decoded with bounded work, or None: an array whose items encode to
+    zero bytes (e.g. records without fields) lets a few bytes claim 2**62 items, and the decoder
+    would build them all."""
+    names: dict[str, Any] = {}
+
+    def zero(s: Any, seen: frozenset[str]) -> bool:
+        if isinstance(s, str):
+            if s in names and s not in seen:
+                return zero(names[s], seen | {s})
+            return s == "null"
+        if isinstance(s, dict):
+            kind = s.get("type")
+            if kind == "record":
+                return all(zero(f.get("type"), seen) for f in s.get("fields", []))
+            if kind == "fixed":
+                return s.get("size") == 0
+            if isinstance(kind, (str, dict, list)) and kind not in ("array", "map", "enum"):
+                return zero(kind, seen)
+        return False  # unions, arrays, maps, enums and the other primitives take at least one byte
+
+    def walk(s: Any, where: str) -> str | None:
+        if isinstance(s, list):
+            return next((found for b in s if (found := walk(b, where)) is not None), None)
+        if not isinstance(s, dict):
+            return None
+        kind = s.get("type")
+        if kind in ("record", "enum", "fixed") and isinstance(s.get("name"), str):
+            names[s["name"]] = s
+        if kind == "record":
+            for f in s.get("fields", []):
+                found = walk(f.get("type"), f"{where}.{f.get('name')}" if where else str(f.get("name")))
+                if found is not None:
+                    return found
+            return None
+        if kind == "array":
+            if zero(s.get("items"), frozenset()):
+                return (f"{where or 'payload'}: an array whose items encode to zero bytes cannot be "
+                        "decoded safely (use items with at least one field)")
+            return walk(s.get("items"), f"{where}[]")
+        if kind == "map":
+            return walk(s.get("values"), f"{where}[]")
+        return walk(kind, where) if isinstance(kind, (dict, list)) else None
+
+    return walk(schema, "")
 
 
 def compile_payload(cls: type) -> PayloadCodec:

@@ -27,6 +27,7 @@ from edbus.errors import (
     UnknownEventTypeError,
     ValidationError,
 )
+from edbus.events.avro_schema import zero_width_array
 from edbus.events.types import Envelope, EventType
 from edbus.schema.registry import SchemaRegistry
 
@@ -150,7 +151,11 @@ class Codec:
     def writer_schema(self, event_type: str, version: int) -> Any:
         parsed = self._parsed.get((event_type, version))
         if parsed is None:
-            parsed = fastavro.parse_schema(self.registry.get(event_type, version))
+            schema = self.registry.get(event_type, version)
+            unbounded = zero_width_array(schema)
+            if unbounded is not None:
+                raise DecodeError(f"{event_type} v{version}: writer schema refused: {unbounded}")
+            parsed = fastavro.parse_schema(schema)
             self._parsed[(event_type, version)] = parsed
         return parsed
 

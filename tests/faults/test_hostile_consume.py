@@ -1,0 +1,215 @@
+"""Hostile input at consume, end to end through a real bus: records injected with the low-level API
+(``backend.append``: any bytes, any headers) are each dead-lettered at once with a clear ``DecodeError``
+(or given to a fallback handler when they are valid events of a type without a handler); the consumer
+neither crashes nor hangs; valid events on other keys, and on the poison's own key after it, are all
+delivered in order. Fuzzed with hypothesis (derandomized, bounded); a smaller fixed set on Pulsar."""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import attrs
+import pytest
+from hypothesis import strategies as st
+
+from edbus import Backoff, Bus, Event, EventType, Rule, StartAt
+from edbus.backends import Record, dlq_topic
+from tests.conftest import backend_url
+from tests.events import SEQ, Seq
+
+
+@attrs.frozen
+class SeqV2:
+    """SEQ's second schema version: an optional field added (FORWARD-compatible)."""
+
+    key: str
+    n: int
+    producer: str = ""
+    note: str | None = None
+
+
+@attrs.frozen
+class SeqText:
+    """An incompatible version of SEQ (``n`` became a string), registered through a topic with no rule."""
+
+    key: str
+    n: str
+
+
+SEQ_V2 = EventType(SEQ.name, SeqV2, key="key")
+
+
+SEQ_TEXT = EventType(SEQ.name, SeqText, key="key")
+
+
+OTHER = EventType("org.openedx.test.hostile.other.made.v1", Seq, key="key")  # registered, no handler
+
+
+UNKNOWN = "org.openedx.nobody.knows.this.v1"
+
+
+def zigzag(n: int) -> bytes:
+    """Avro's long encoding."""
+    n = (n << 1) ^ (n >> 63)
+    out = bytearray()
+    while True:
+        low, n = n & 0x7F, n >> 7
+        if not n:
+            return bytes(out + bytes([low]))
+        out.append(low | 0x80)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Templates:
+    """Records of each schema version, encoded by the bus itself, to build hostile ones from."""
+
+    v1: Record
+    v2: Record
+    v3: Record
+    other: Record
+
+
+def prepare(bus: Bus) -> Templates:
+    """Register SEQ v1, v2 (compatible) and v3 (incompatible, through a topic with no rule)."""
+    bus.registry.set_rule(bus.topic("lax"), Rule.NONE)
+    records = [bus.codec.encode(bus.topic("scratch"), SEQ, Seq("k", 1, "p" * 40)),
+               bus.codec.encode(bus.topic("scratch"), SEQ_V2, SeqV2("k", 1, "p", "a note")),
+               bus.codec.encode(bus.topic("lax"), SEQ_TEXT, SeqText("k", "one")),
+               bus.codec.encode(bus.topic("scratch"), OTHER, Seq("k", 1))]
+    assert [r.headers["ce_schemaversion"] for r in records] == ["1", "2", "3", "1"]
+    return Templates(*records)
+
+
+def forged(template: Record, key: str, event_id: str, *, payload: bytes | None = None,
+           type: str | None = None, **headers: str | None) -> Record:
+    """A copy of ``template`` with another id and key, and some headers replaced (None: dropped)."""
+    out = dict(template.headers, ce_id=event_id)
+    for name, value in headers.items():
+        if value is None:
+            out.pop(name, None)
+        else:
+            out[name] = value
+    return Record(event_id, type or template.type, key, out, template.payload if payload is None else payload)
+
+
+MUST_FAIL = {"truncated", "trailing", "missing_header", "type_mismatch", "unknown_type", "unknown_version",
+             "v2_bytes_as_v1", "v1_bytes_as_v2", "incompatible_version", "no_handler_bad_version"}
+
+
+@st.composite
+def hostile(draw: st.DrawFn, t: Templates, key: str, event_id: str) -> tuple[str, Record]:
+    kind = draw(st.sampled_from(sorted(MUST_FAIL | {"random_bytes", "garbled_header"})))
+    v1 = t.v1
+    if kind == "random_bytes":
+        return kind, forged(v1, key, event_id, payload=draw(st.binary(max_size=200)))
+    if kind == "truncated":
+        return kind, forged(v1, key, event_id, payload=v1.payload[:draw(st.integers(0, len(v1.payload) - 1))])
+    if kind == "trailing":
+        return kind, forged(v1, key, event_id, payload=v1.payload + draw(st.binary(min_size=1, max_size=50)))
+    if kind == "missing_header":
+        dropped = draw(st.sets(st.sampled_from(["ce_id", "ce_type", "ce_time", "ce_source"]), min_size=1))
+        return kind, forged(v1, key, event_id, **dict.fromkeys(dropped))
+    if kind == "garbled_header":
+        name = draw(st.sampled_from(["ce_time", "ce_schemaversion", "ce_minorversion", "ce_specversion",
+                                     "traceparent", "content-type", "ce_source"]))
+        return kind, forged(v1, key, event_id, **{name: draw(st.text(max_size=40))})
+    if kind == "type_mismatch":
+        return kind, forged(v1, key, event_id, ce_type=OTHER.name)
+    if kind == "unknown_type":
+        return kind, forged(v1, key, event_id, type=UNKNOWN, ce_type=UNKNOWN)
+    if kind == "unknown_version":
+        return kind, forged(v1, key, event_id, ce_schemaversion=str(draw(st.sampled_from([0, -1, 4, 99, 10**30]))))
+    if kind == "v2_bytes_as_v1":
+        return kind, forged(t.v2, key, event_id, ce_schemaversion="1")
+    if kind == "v1_bytes_as_v2":
+        return kind, forged(v1, key, event_id, ce_schemaversion="2")
+    if kind == "incompatible_version":
+        return kind, forged(t.v3, key, event_id)
+    assert kind == "no_handler_bad_version"
+    return kind, forged(t.other, key, event_id, ce_schemaversion=draw(st.sampled_from(["x", "", "1.5", "9" * 5000])))
+
+
+@dataclasses.dataclass
+class Outcome:
+    delivered: list[tuple[str | None, int, str]]  # (key, n, event id) in handling order
+    dead: dict[str, Record]  # event id -> dead-letter record
+    seconds: float
+
+
+def consume(bus: Bus, topic: str, expected: int, *, mode: str = "key_ordered", fallback: list[Event[Any]] | None = None,
+            sub: str = "s", timeout: float = 60.0) -> Outcome:
+    """Run a consumer until ``expected`` events are settled; fail if it crashes or hangs."""
+    consumer = bus.consumer(topic, sub, mode=mode, max_attempts=3, backoff=Backoff(base=0.01), concurrency=4)
+    delivered: list[tuple[str | None, int, str]] = []
+    lock = threading.Lock()
+    if fallback is None:
+        @consumer.handler(SEQ)
+        def handle(event: Event[Seq]) -> None:
+            with lock:
+                delivered.append((event.key, event.data.n, event.id))
+    else:
+        consumer.add_fallback(fallback.append)
+    crashed: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            consumer.run(max_events=expected, install_signals=False)
+        except BaseException as exc:  # the consumer itself must never die of its input
+            crashed.append(exc)
+
+    started = time.monotonic()
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if thread.is_alive():
+        consumer.stop()
+        thread.join(10)
+        raise AssertionError(f"consumer hung: {consumer.processed} of {expected} settled in {timeout}s")
+    assert not crashed, crashed
+    dead = {m.record.id: m.record
+            for m in bus.backend.read(bus.topic_prefix + dlq_topic(topic, sub), StartAt(), 10_000)}
+    return Outcome(delivered, dead, time.monotonic() - started)
+
+
+@pytest.fixture
+def bus(tmp_path: Path) -> Iterator[Bus]:
+    b = Bus.from_url(backend_url("sqlite", tmp_path))
+    yield b
+    b.close()
+
+
+def check_dead_letter(record: Record, original: Record) -> None:
+    """Dead-lettered at once, with the original bytes and a short, clear error."""
+    h = record.headers
+    assert h["edbus_dlq_error_type"] == "edbus.errors.DecodeError", h["edbus_dlq_error_message"]
+    assert h["edbus_dlq_attempts"] == "1"
+    assert 0 < len(h["edbus_dlq_error_message"]) <= 2000
+    assert record.payload == original.payload and record.type == original.type
+
+
+def bomb_schema() -> dict[str, Any]:
+    empty = {"type": "record", "name": "Nothing", "fields": []}
+    return {"type": "record", "name": "Bomb", "fields": [{"name": "key", "type": "string"},
+                                                         {"name": "items", "type": {"type": "array", "items": empty}}]}
+
+
+@pytest.mark.parametrize("with_fallback", [True, False])
+def test_a_writer_schema_with_an_array_of_zero_byte_items_is_dead_lettered_not_decoded(bus: Bus,
+                                                                                     with_fallback: bool) -> None:
+    # six bytes claimed two million items; the decoder built them all (2**62 would never end)
+    name = "org.openedx.test.hostile.bomb.made.v1"
+    version = bus.registry.register(bus.topic("t"), name, bomb_schema())  # a hostile writer's schema
+    template = bus.codec.encode(bus.topic("t"), SEQ, Seq("k", 1))
+    bomb = forged(template, "b", "bomb-1", type=name, ce_type=name, ce_schemaversion=str(version),
+                  payload=zigzag(1) + b"b" + zigzag(2_000_000) + zigzag(0))
+    bus.backend.append(bus.topic("t"), [bomb])
+    got: list[Event[Any]] = []
+    out = consume(bus, "t", expected=1, fallback=got if with_fallback else None, timeout=30)
+    assert got == []
+    check_dead_letter(out.dead["bomb-1"], bomb)
+    assert "items: an array whose items encode to zero bytes" in out.dead["bomb-1"].headers["edbus_dlq_error_message"]
