@@ -42,14 +42,8 @@ class SeqText:
 
 
 SEQ_V2 = EventType(SEQ.name, SeqV2, key="key")
-
-
 SEQ_TEXT = EventType(SEQ.name, SeqText, key="key")
-
-
 OTHER = EventType("org.openedx.test.hostile.other.made.v1", Seq, key="key")  # registered, no handler
-
-
 UNKNOWN = "org.openedx.nobody.knows.this.v1"
 
 
@@ -97,6 +91,7 @@ def forged(template: Record, key: str, event_id: str, *, payload: bytes | None =
     return Record(event_id, type or template.type, key, out, template.payload if payload is None else payload)
 
 
+# kinds that must be dead-lettered, whatever the drawn details; the others may happen to decode
 MUST_FAIL = {"truncated", "trailing", "missing_header", "type_mismatch", "unknown_type", "unknown_version",
              "v2_bytes_as_v1", "v1_bytes_as_v2", "incompatible_version", "no_handler_bad_version"}
 
@@ -190,6 +185,21 @@ def check_dead_letter(record: Record, original: Record) -> None:
     assert h["edbus_dlq_attempts"] == "1"
     assert 0 < len(h["edbus_dlq_error_message"]) <= 2000
     assert record.payload == original.payload and record.type == original.type
+
+
+# -- one test per bug found ----------------------------------------------------------------------
+
+def test_an_unhandled_type_with_a_malformed_schema_version_header_is_dead_lettered_at_once(bus: Bus) -> None:
+    # it raised ValueError, retried with backoff max_attempts times, holding its key meanwhile
+    t = prepare(bus)
+    topic = bus.topic("t")
+    bad = [forged(t.other, "p", f"bad-{i}", ce_schemaversion=v) for i, v in enumerate(["x", "1.5", "9" * 5000])]
+    bus.backend.append(topic, [*bad, bus.codec.encode(topic, SEQ, Seq("p", 1))])
+    out = consume(bus, "t", expected=4)
+    assert [n for _, n, _ in out.delivered] == [1]
+    for record in bad:
+        check_dead_letter(out.dead[record.id], record)
+        assert "bad ce_schemaversion header" in out.dead[record.id].headers["edbus_dlq_error_message"]
 
 
 def bomb_schema() -> dict[str, Any]:

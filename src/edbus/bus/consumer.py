@@ -126,7 +126,11 @@ class Consumer:
                 self.fallback(event)
             elif entry is None:
                 # not ours: ack, unless nobody knows this type (then it is bad input)
-                version = int(record.headers.get("ce_schemaversion", "0") or 0)
+                text = record.headers.get("ce_schemaversion", "0") or "0"
+                try:
+                    version = int(text)
+                except (ValueError, TypeError):  # as bad as an unknown type: retrying cannot help
+                    raise DecodeError(f"bad ce_schemaversion header {str(text)[:40]!r} on {record.type!r}") from None
                 try:
                     self.bus.codec.writer_schema(record.type, version)
                 except NotFoundError:
