@@ -82,14 +82,19 @@ EOF
 
 install() {
   [ -f "$venv/.complete" ] && return 0
+  mkdir -p "$cache"
+  # concurrent test runs share the venv: one installs, the others wait for it
+  exec 9>"$cache/ralph-venv.lock"
+  flock 9
+  if [ -f "$venv/.complete" ]; then flock -u 9; return 0; fi
   echo "ralph.sh: installing ralph-malph[lrs]==$RALPH_VERSION into $venv" >&2
   rm -rf "$venv"
-  mkdir -p "$cache"
   "${PYTHON:-python3}" -m venv "$venv"
   constraints >"$venv/constraints.txt"
   "$venv/bin/pip" install -q --disable-pip-version-check -c "$venv/constraints.txt" \
     "ralph-malph[lrs]==$RALPH_VERSION" requests  # ralph.api imports requests (OIDC), which no extra lists
   touch "$venv/.complete"
+  flock -u 9
 }
 
 # auth.json: Ralph's Basic credentials file: a list of users with a bcrypt hash, scopes and an agent.

@@ -189,16 +189,24 @@ def signal_data(name: str, n: int, **overrides: Any) -> dict[str, Any]:
 def publish_signal(bus: Bus, name: str, data: dict[str, Any], time: dt.datetime, topic: str | None = None,
                    key_field: str | None = None) -> str:
     """Send one signal event to ``bus`` as ``EdbusProducer.send`` does; returns the event id."""
+    (event_id,) = publish_signals(bus, name, [(data, time)], topic, key_field)
+    return event_id
+
+
+def publish_signals(bus: Bus, name: str, events: list[tuple[dict[str, Any], dt.datetime]], topic: str | None = None,
+                    key_field: str | None = None) -> list[str]:
+    """Send events of signal ``name`` encoded as ``EdbusProducer.send`` does, in one append."""
     from openedx_events.data import EventsMetadata
     from openedx_events.learning import signals
 
     from edbus.openedx.serialization import SignalCodec
 
     signal = getattr(signals, name)
-    metadata = EventsMetadata(event_type=signal.event_type, id=uuid.uuid1(), minorversion=0, source="openedx/lms/web",
-                              sourcehost="lms-1", sourcelib=(10, 5, 0), time=time)
     topic = topic or TOPICS[name]
-    record = SignalCodec(bus.registry).encode(bus.topic(topic), signal, key_field or KEY_FIELDS[name], data,
-                                                      metadata)
-    bus.publish_encoded(topic, [record])
-    return record.id
+    codec = SignalCodec(bus.registry)
+    records = []
+    for data, time in events:
+        metadata = EventsMetadata(event_type=signal.event_type, id=uuid.uuid1(), minorversion=0,
+                                  source="openedx/lms/web", sourcehost="lms-1", sourcelib=(10, 5, 0), time=time)
+        records.append(codec.encode(bus.topic(topic), signal, key_field or KEY_FIELDS[name], data, metadata))
+    return bus.publish_encoded(topic, records)

@@ -212,3 +212,56 @@ def test_a_409_for_a_statement_id_already_stored_counts_as_success(tmp_path: Pat
     assert as_sent(ralph.statements(lms_url)) == {first["id"]: first}
     with Bus.from_url(url) as bus:
         assert dead_letters(bus, topic) == []
+
+
+def test_the_command_feeds_until_sigterm_then_exits_0(tmp_path: Path, ralph: Ralph, lms_url: str) -> None:
+    import os
+    import signal
+
+    url, topic = backend_url("sqlite", tmp_path), TOPICS["COURSE_PASSING_STATUS_UPDATED"]
+    with Bus.from_url(url) as bus:
+        for n in range(1, 11):
+            publish_signal(bus, "COURSE_PASSING_STATUS_UPDATED", signal_data("COURSE_PASSING_STATUS_UPDATED", n),
+                           T0 + dt.timedelta(seconds=n))
+    lrs = ralph.lrs
+    env = {**os.environ, "EDBUS_LRS_PASSWORD": lrs.password}
+    feed = subprocess.Popen([sys.executable, "-m", "edbus.apps.xapi", "--url", url, "--lrs", lrs.endpoint,
+                             "--lrs-user", lrs.username, "--lms-url", lms_url, "--topic", topic,
+                             "--caliper-file", str(tmp_path / "caliper.jsonl")],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        eventually(lambda: len(ralph.statements(lms_url)) == 10, timeout=60, interval=0.2)
+        feed.send_signal(signal.SIGTERM)
+        out, err = feed.communicate(timeout=60)
+    finally:
+        feed.kill()
+    assert feed.returncode == 0, err
+    assert "10 event(s), 10 statement(s)" in out
+    assert len(ralph.stored_lines(lms_url)) == 10
+
+
+def test_an_event_whose_data_does_not_fit_the_mapping_is_dead_lettered_at_once(tmp_path: Path,
+                                                                              lms_url: str) -> None:
+    """A producer that reuses a learning event type's name with another schema: no statement can be made."""
+    import dataclasses as dc
+
+    from edbus import EventType
+    from edbus.apps.xapi import LrsConfig
+
+    @dc.dataclass(frozen=True)
+    class NotAnEnrollment:
+        enrollment: str
+
+    impostor = EventType("org.openedx.learning.course.enrollment.created.v1", NotAnEnrollment, key="enrollment")
+    url, topic = backend_url("sqlite", tmp_path), TOPICS["COURSE_ENROLLMENT_CREATED"]
+    with Bus.from_url(url) as bus:
+        event_id = bus.publish(topic, impostor, NotAnEnrollment("learner 1 in DemoX"))
+    nowhere = LrsConfig("http://127.0.0.1:9/xAPI/", "user", "password")  # never contacted
+    with XapiFeed(url, nowhere, options=FeedOptions(topics=(topic,)), xapi=XapiConfig(lms_url=lms_url)) as feed:
+        report = feed.run(idle_timeout=0.5)
+    assert report.events == 1 and report.statements == 0
+    with Bus.from_url(url) as bus:
+        (letter,) = dead_letters(bus, topic)
+    assert letter["ce_id"] == event_id and letter["edbus_dlq_attempts"] == "1"
+    assert letter["edbus_dlq_error_type"] == "edbus.apps.xapi.errors.UntransformableEventError"
+    assert "does not fit the xAPI mapping" in letter["edbus_dlq_error_message"]

@@ -65,7 +65,7 @@ class FeedOptions:
     subscription: str = "xapi-feed"
     batch_size: int = 100
     linger: float = 0.05
-    max_attempts: int = 10
+    max_attempts: int = 20
     backoff: Backoff = dataclasses.field(default_factory=lambda: Backoff(base=1.0, maximum=60.0))
     start: str = "earliest"
     lease: float = 60.0

@@ -1,0 +1,3 @@
+from edbus.apps.xapi.cli import xapi_feed
+
+xapi_feed()
