@@ -12,14 +12,15 @@ import datetime as dt
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 __all__ = ["COURSES_DDL", "COURSE_COLUMNS", "SERVICE_RUNS_DDL", "UPSERT_COURSE", "CourseRow", "Database",
-           "course_row", "iso", "read_courses", "read_runs", "record_run"]
+           "GroupCommit", "course_row", "iso", "read_courses", "read_runs", "record_run"]
 
 CourseRow = tuple[Any, ...]
+T = TypeVar("T")
 
 COURSES_DDL = """
 CREATE TABLE IF NOT EXISTS courses(
@@ -105,6 +106,62 @@ class Database:
                 conn.close()
             self._all.clear()
         self._local = threading.local()
+
+
+class _Pending(Generic[T]):
+    __slots__ = ("done", "error", "fn", "result")
+
+    def __init__(self, fn: Callable[[sqlite3.Connection], T]) -> None:
+        self.fn = fn
+        self.result: T | None = None
+        self.error: BaseException | None = None
+        self.done = False
+
+
+class GroupCommit:
+    """Writes of many handler threads committed together: one transaction (one fsync) for every write
+    queued while the previous commit ran. ``run`` returns only once its write is committed.
+
+    The first thread to find no commit running leads: it runs every queued write, each in a savepoint
+    (a write that raises is undone alone and raises in its own thread), commits, and wakes the others.
+    """
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self._queue: list[_Pending[Any]] = []
+        self._queue_lock = threading.Lock()
+        self._leader = threading.Lock()
+
+    def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        item: _Pending[T] = _Pending(fn)
+        with self._queue_lock:
+            self._queue.append(item)
+        with self._leader:  # a leader before us may have committed our write already
+            if not item.done:
+                with self._queue_lock:
+                    batch, self._queue = self._queue, []
+                self._commit(batch)
+        if item.error is not None:
+            raise item.error
+        return item.result  # type: ignore[return-value]
+
+    def _commit(self, batch: list[_Pending[Any]]) -> None:
+        try:
+            with self.db.write() as conn:
+                for item in batch:
+                    conn.execute("SAVEPOINT item")
+                    try:
+                        item.result = item.fn(conn)
+                    except Exception as exc:
+                        conn.execute("ROLLBACK TO item")
+                        item.error = exc
+                    conn.execute("RELEASE item")
+        except BaseException as exc:  # nothing of the batch was committed
+            for item in batch:
+                item.error = exc
+        finally:
+            for item in batch:
+                item.done = True
 
 
 def _begin(conn: sqlite3.Connection, timeout: float = 30.0) -> None:

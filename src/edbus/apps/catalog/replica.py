@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sqlite3
 import threading
 import time
 from pathlib import Path
@@ -36,6 +37,7 @@ from edbus.apps.catalog.db import (
     SERVICE_RUNS_DDL,
     CourseRow,
     Database,
+    GroupCommit,
     course_row,
     read_courses,
     record_run,
@@ -127,6 +129,7 @@ class CatalogReplica:
 
     def __init__(self, path: Path, consumer: str = "replica", *, durable: bool = True, journal: bool = True) -> None:
         self.db = Database(path, REPLICA_DDL, "FULL" if durable else "NORMAL")
+        self.commits = GroupCommit(self.db)  # concurrent handlers share commits (fsyncs)
         self.consumer = consumer
         self.journal = journal
         self.duplicates = 0  # deliveries of events already applied (no effect)
@@ -174,15 +177,15 @@ class CatalogReplica:
         else:  # created, rerun, imported
             course_key, org, course, run = _run_parts(data["course"].course_key)
             sql, params = _UPSERT_CREATED, (course_key, org, course, run, when)
-        with self.db.write() as conn:
-            if self.journal:
-                fresh = conn.execute(
+        def write(conn: sqlite3.Connection) -> bool:
+            if self.journal and conn.execute(
                     "INSERT OR IGNORE INTO applied_events VALUES (?, ?, ?, ?, ?, ?)",
-                    (event.id, event.type, course_key, when / 1e6, time.time(), self.consumer)).rowcount == 1
-            else:
-                fresh = True
-            if fresh:
-                conn.execute(sql, params)
+                    (event.id, event.type, course_key, when / 1e6, time.time(), self.consumer)).rowcount == 0:
+                return False
+            conn.execute(sql, params)
+            return True
+
+        fresh = self.commits.run(write)
         with self._lock:
             self.last_applied = time.monotonic()
             if not fresh:
