@@ -242,3 +242,22 @@ def test_the_producer_config_routes_every_catalog_signal_to_one_topic_with_its_k
     assert set(config) == set(CATALOG_SIGNALS)
     assert {topic for routes in config.values() for topic in routes} == {"prod-catalog"}
     assert config[CHANGED]["prod-catalog"]["event_key_field"] == "catalog_info.course_key"  # as edx-platform
+
+
+def test_the_catalog_service_command_keeps_a_replica(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    from edbus.apps.catalog.consume import main
+
+    url = f"sqlite:///{tmp_path / 'bus.db'}"
+    with Bus.from_url(url) as bus:
+        source = publish_plan(bus, plan_events(courses=5, changes=20, poison=0, seed=5))
+    args = [TOPIC, "catalog-replica", "--url", url, "--idle-exit", "1"]
+
+    assert main([*args, "--db", ""]) == 1
+    assert "--db (or $EDBUS_CATALOG_DB) is required" in capsys.readouterr().err
+    assert main([*args, "--db", str(tmp_path / "replica.db")]) == 0
+
+    replica = CatalogReplica(tmp_path / "replica.db")
+    try:
+        assert replica.courses() == source
+    finally:
+        replica.close()
