@@ -110,7 +110,7 @@ def lms_url() -> str:
 
 COURSE = "course-v1:edX+DemoX+2024_T1"
 T0 = dt.datetime(2024, 3, 1, 12, 0, 0, 250000, tzinfo=dt.UTC)
-TOPICS = {  # edx-platform's topics for these signals (docs/xapi.md)
+TOPICS = {  # the feed's default topics (docs/xapi.md)
     "COURSE_ENROLLMENT_CREATED": "learning-course-enrollment-lifecycle",
     "COURSE_ENROLLMENT_CHANGED": "learning-course-enrollment-lifecycle",
     "COURSE_UNENROLLMENT_COMPLETED": "learning-course-enrollment-lifecycle",

@@ -36,7 +36,8 @@ __all__ = ["DEFAULT_TOPICS", "FeedOptions", "FeedReport", "PERMANENT_ERRORS", "D
 
 log = logging.getLogger("edbus.apps.xapi")
 
-# edx-platform's EVENT_BUS_PRODUCER_CONFIG topics for these signals (docs/xapi.md: the settings)
+# the certificate and badges topics are edx-platform's own (its default EVENT_BUS_PRODUCER_CONFIG); the
+# enrollment and grade topics are added to that setting for the feed (docs/xapi.md)
 DEFAULT_TOPICS = ("learning-course-enrollment-lifecycle", "learning-badges-lifecycle",
                   "learning-certificate-lifecycle", "learning-course-grade-lifecycle")
 PERMANENT_ERRORS: tuple[type[BaseException], ...] = (LrsRejectedError, UntransformableEventError)
