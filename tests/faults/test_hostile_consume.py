@@ -7,6 +7,7 @@ delivered in order. Fuzzed with hypothesis (derandomized, bounded); a smaller fi
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import threading
 import time
 from collections.abc import Iterator
@@ -42,8 +43,14 @@ class SeqText:
 
 
 SEQ_V2 = EventType(SEQ.name, SeqV2, key="key")
+
+
 SEQ_TEXT = EventType(SEQ.name, SeqText, key="key")
+
+
 OTHER = EventType("org.openedx.test.hostile.other.made.v1", Seq, key="key")  # registered, no handler
+
+
 UNKNOWN = "org.openedx.nobody.knows.this.v1"
 
 
@@ -91,7 +98,6 @@ def forged(template: Record, key: str, event_id: str, *, payload: bytes | None =
     return Record(event_id, type or template.type, key, out, template.payload if payload is None else payload)
 
 
-# kinds that must be dead-lettered, whatever the drawn details; the others may happen to decode
 MUST_FAIL = {"truncated", "trailing", "missing_header", "type_mismatch", "unknown_type", "unknown_version",
              "v2_bytes_as_v1", "v1_bytes_as_v2", "incompatible_version", "no_handler_bad_version"}
 
@@ -187,8 +193,6 @@ def check_dead_letter(record: Record, original: Record) -> None:
     assert record.payload == original.payload and record.type == original.type
 
 
-# -- one test per bug found ----------------------------------------------------------------------
-
 def test_an_unhandled_type_with_a_malformed_schema_version_header_is_dead_lettered_at_once(bus: Bus) -> None:
     # it raised ValueError, retried with backoff max_attempts times, holding its key meanwhile
     t = prepare(bus)
@@ -223,3 +227,21 @@ def test_a_writer_schema_with_an_array_of_zero_byte_items_is_dead_lettered_not_d
     assert got == []
     check_dead_letter(out.dead["bomb-1"], bomb)
     assert "items: an array whose items encode to zero bytes" in out.dead["bomb-1"].headers["edbus_dlq_error_message"]
+
+
+def test_a_naive_event_time_is_read_as_utc_and_a_non_string_header_is_dead_lettered_at_once(bus: Bus) -> None:
+    # a naive ce_time reached handlers as a naive datetime; a non-string header value raised
+    # TypeError, retried max_attempts times
+    t = prepare(bus)
+    topic = bus.topic("t")
+    naive = forged(t.v1, "a", "naive-1", ce_time="2024-05-01T12:00:00")
+    numeric = forged(t.v1, "b", "numeric-1", ce_time=12345)  # type: ignore[arg-type]
+    bus.backend.append(topic, [naive, numeric])
+    times: list[dt.datetime] = []
+    consumer = bus.consumer("t", "s", max_attempts=3, backoff=Backoff(base=0.01))
+    consumer.handler(SEQ)(lambda e: times.append(e.envelope.time))
+    assert consumer.run(max_events=2, install_signals=False) == 2
+    assert times == [dt.datetime(2024, 5, 1, 12, tzinfo=dt.UTC)]
+    [dead] = [m.record for m in bus.backend.read(dlq_topic(topic, "s"), StartAt(), 10)]
+    check_dead_letter(dead, numeric)
+    assert "bad envelope headers: TypeError" in dead.headers["edbus_dlq_error_message"]

@@ -18,7 +18,7 @@ import pytest
 from edbus import Bus, EventType
 from edbus.errors import ValidationError
 from tests.conftest import backend_url
-from tests.events import SEQ, Seq
+from tests.events import CATALOG_CHANGED, SEQ, Seq, course
 
 
 class Level(enum.Enum):
@@ -136,6 +136,21 @@ def test_deeply_nested_or_unprintable_values_are_refused_with_a_short_message(bu
     assert stored(bus) == 0
 
 
+@pytest.mark.parametrize(("options", "message"), [
+    ({"id": 7}, "event id must be a non-empty string of valid Unicode, got int"),
+    ({"id": ""}, "event id must be a non-empty string"),  # used to be replaced by a new id: retries duplicated
+    ({"id": "a\ud800"}, "event id must be a non-empty string of valid Unicode"),  # a UnicodeEncodeError at the store
+    ({"time": dt.datetime(2024, 1, 1)}, "event time must be a datetime with a time zone.*got a naive datetime"),
+    ({"time": "2024-01-01"}, "event time must be a datetime with a time zone.*got str"),  # an AttributeError
+    ({"traceparent": "\ud800"}, r"traceparent must be a W3C trace context.*got '\\ud800'"),  # was stored as is
+    ({"traceparent": "00-xyz"}, "traceparent must be a W3C trace context"),
+])
+def test_bad_envelope_arguments_are_refused_before_the_store(bus: Bus, options: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValidationError, match=message):
+        bus.publish("t", SEQ, Seq("k", 1), **options)
+    assert stored(bus) == 0
+
+
 def test_a_str_subclass_is_stored_as_plain_text_and_its_overrides_never_run(bus: Bus) -> None:
     class Sneaky(str):
         def encode(self, *args: Any, **kwargs: Any) -> bytes:
@@ -144,6 +159,37 @@ def test_a_str_subclass_is_stored_as_plain_text_and_its_overrides_never_run(bus:
     bus.publish("t", SEQ, Seq("k", 1, Sneaky("p")))
     [(_, _, data)] = list(bus.read("t"))
     assert data["producer"] == "p"
+
+
+@pytest.mark.parametrize(("data", "message"), [
+    ({"key": "\ud800", "n": 1, "producer": ""}, "does not encode with schema version 1: UnicodeEncodeError"),
+    ({"key": [[[["x"]]]] * 3, "n": 1, "producer": ""}, "data does not match schema version 1"),
+    ("NESTED", "data nested too deeply for schema version 1"),  # was a RecursionError
+])
+def test_encode_data_refuses_hostile_json_with_a_validation_error(bus: Bus, data: Any, message: str) -> None:
+    bus.publish("t", SEQ, Seq("k", 0))
+    if data == "NESTED":
+        data = {"key": "k", "n": 1, "producer": ""}
+        for _ in range(50_000):
+            data = {"key": data, "n": 1, "producer": ""}
+    with pytest.raises(ValidationError, match=message):
+        bus.codec.encode_data("t", SEQ.name, data)
+
+
+def test_encode_data_refuses_what_a_typed_consumer_could_not_decode(bus: Bus) -> None:
+    bus.publish("t", CATALOG_CHANGED, course(1))
+    good = {"course_key": "k", "name": "n", "tags": [], "hidden": False, "run_id": None,
+            "schedule": {"start": "2024-01-01T00:00:00Z", "end": None, "pacing": "SELF"}}
+    bad = [({**good, "run_id": "not-a-uuid"}, "'not-a-uuid' is not a UUID"),
+           ({**good, "schedule": {**good["schedule"], "start": "0001-01-01T00:00:00+14:00"}}, "out of range in UTC")]
+    for data, message in bad:  # both used to be stored, then dead-lettered by every typed consumer
+        with pytest.raises(ValidationError, match=message):
+            bus.codec.encode_data("t", CATALOG_CHANGED.name, data)
+    for key in ("\ud800", 5):
+        with pytest.raises(ValidationError, match="key must be a string of valid Unicode"):
+            bus.codec.encode_data("t", CATALOG_CHANGED.name, good, key=key)  # type: ignore[arg-type]
+    bus.publish_encoded("t", [bus.codec.encode_data("t", CATALOG_CHANGED.name, good, key="k")])
+    assert stored(bus) == 2
 
 
 @attrs.frozen

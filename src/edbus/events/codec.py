@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import datetime as dt
 import io
+import re
 import socket
 import threading
 import time
+import uuid
 from collections.abc import Mapping
 from typing import Any
 
@@ -36,6 +38,7 @@ __all__ = ["Codec", "DEFAULT_MAX_EVENT_BYTES", "SOURCE_LIB", "envelope_from_head
 DEFAULT_MAX_EVENT_BYTES = 1024 * 1024
 SOURCE_LIB = "edbus"
 _UTC = dt.UTC
+_TRACEPARENT = re.compile(r"^00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$")  # W3C trace context, version 00
 
 
 def new_event_id() -> str:
@@ -53,7 +56,7 @@ def envelope_from_headers(headers: Mapping[str, str]) -> Envelope:
             id=headers["ce_id"],
             type=headers["ce_type"],
             source=headers["ce_source"],
-            time=dt.datetime.fromisoformat(headers["ce_time"]),
+            time=_aware(dt.datetime.fromisoformat(headers["ce_time"])),
             minorversion=int(headers.get("ce_minorversion", "0")),
             sourcehost=headers.get("ce_sourcehost", ""),
             sourcelib=headers.get("ce_sourcelib", ""),
@@ -62,8 +65,33 @@ def envelope_from_headers(headers: Mapping[str, str]) -> Envelope:
             specversion=headers.get("ce_specversion", "1.0"),
             datacontenttype=headers.get("content-type", "application/avro"),
         )
-    except (KeyError, ValueError) as exc:
+    except (KeyError, ValueError, TypeError) as exc:  # TypeError: a header value that is not a string
         raise DecodeError(f"bad envelope headers: {type(exc).__name__}: {exc}") from None
+
+
+def _aware(when: dt.datetime) -> dt.datetime:
+    """CloudEvents times carry an offset; one without (written by older producers) is UTC."""
+    return when if when.tzinfo is not None else when.replace(tzinfo=_UTC)
+
+
+def _check_envelope(id: object, time: object, traceparent: object) -> None:
+    """Caller-given envelope attributes, refused before anything is stored (not at the backend)."""
+    if id is not None and not (isinstance(id, str) and id and _is_text(id)):
+        raise ValidationError(f"event id must be a non-empty string of valid Unicode, got {type(id).__name__}")
+    if time is not None and not (isinstance(time, dt.datetime) and time.utcoffset() is not None):
+        raise ValidationError("event time must be a datetime with a time zone (e.g. tzinfo=datetime.UTC), "
+                              f"got {'a naive datetime' if isinstance(time, dt.datetime) else type(time).__name__}")
+    if traceparent is not None and not (isinstance(traceparent, str) and _TRACEPARENT.match(traceparent)):
+        shown = repr(traceparent[:80]) if isinstance(traceparent, str) else type(traceparent).__name__
+        raise ValidationError(f"traceparent must be a W3C trace context (00-<32 hex>-<16 hex>-<2 hex>), got {shown}")
+
+
+def _is_text(value: str) -> bool:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 class Codec:
@@ -92,6 +120,7 @@ class Codec:
     def encode(self, topic: str, event_type: EventType[Any], payload: Any, *, id: str | None = None,
                time: dt.datetime | None = None, traceparent: str | None = None) -> Record:
         """Validate and encode; raises ``ValidationError`` (or a subclass) before anything is stored."""
+        _check_envelope(id, time, traceparent)
         data = event_type.codec.to_avro(payload)
         key = event_type.key_of(payload)
         version, parsed = self._writer(topic, event_type)
@@ -135,15 +164,24 @@ class Codec:
         if not versions:
             raise UnknownEventTypeError(f"unknown event type {type_name!r}: no schema registered")
         latest = versions[-1]
+        _check_envelope(id, None, None)
+        if key is not None and not (isinstance(key, str) and _is_text(key)):
+            raise ValidationError(f"{type_name}: key must be a string of valid Unicode")
         parsed = self.writer_schema(type_name, latest.version)
         data = _from_json(latest.schema, data, {})
+        buf = io.BytesIO()
         try:
             fastavro.validation.validate(data, parsed, raise_errors=True)
+            fastavro.schemaless_writer(buf, parsed, data)
         except fastavro.validation.ValidationError as exc:
             raise ValidationError(f"{type_name}: data does not match schema version {latest.version}: "
                                   f"{'; '.join(str(e) for e in exc.errors)[:500]}") from None
-        buf = io.BytesIO()
-        fastavro.schemaless_writer(buf, parsed, data)
+        except RecursionError:  # the validator's message shows the value
+            raise ValidationError(f"{type_name}: data nested too deeply for schema version "
+                                  f"{latest.version}") from None
+        except (ValueError, TypeError, OverflowError) as exc:  # e.g. lone surrogates in a string
+            raise ValidationError(f"{type_name}: data does not encode with schema version {latest.version}: "
+                                  f"{type(exc).__name__}: {str(exc)[:300]}") from None
         headers = self._headers(type_name, id, None, None, 0, latest.version)
         return self._checked(Record(headers["ce_id"], type_name, key, headers, buf.getvalue()))
 
@@ -218,13 +256,24 @@ def _from_json(schema: Any, value: Any, names: dict[str, Any]) -> Any:
         try:
             parsed = dt.datetime.fromisoformat(value)
         except ValueError:
-            raise ValidationError(f"{value!r} is not an ISO-8601 time") from None
-        return parsed if parsed.tzinfo else parsed.replace(tzinfo=_UTC)
+            raise ValidationError(f"{value[:80]!r} is not an ISO-8601 time") from None
+        parsed = _aware(parsed)
+        try:
+            parsed.astimezone(_UTC)
+        except OverflowError:
+            raise ValidationError(f"{value[:80]!r} is out of range in UTC") from None
+        return parsed
+    if isinstance(value, str) and logical == "uuid":
+        try:
+            uuid.UUID(value)
+        except ValueError:
+            raise ValidationError(f"{value[:80]!r} is not a UUID") from None
+        return value
     if isinstance(value, str) and logical == "date":
         try:
             return dt.date.fromisoformat(value)
         except ValueError:
-            raise ValidationError(f"{value!r} is not an ISO-8601 date") from None
+            raise ValidationError(f"{value[:80]!r} is not an ISO-8601 date") from None
     if kind == "record" and isinstance(value, dict):
         return {**value, **{f["name"]: _from_json(f["type"], value[f["name"]], names)
                             for f in schema["fields"] if f["name"] in value}}
