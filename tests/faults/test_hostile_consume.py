@@ -245,3 +245,15 @@ def test_a_naive_event_time_is_read_as_utc_and_a_non_string_header_is_dead_lette
     [dead] = [m.record for m in bus.backend.read(dlq_topic(topic, "s"), StartAt(), 10)]
     check_dead_letter(dead, numeric)
     assert "bad envelope headers: TypeError" in dead.headers["edbus_dlq_error_message"]
+
+
+def test_a_consumer_runs_again_after_an_earlier_run_ended_at_max_events(bus: Bus) -> None:
+    # max_events set the stop flag for good: a second run() returned at once (the memory test's
+    # warm-up then measure needs two runs)
+    bus.publish_many("t", [(SEQ, Seq("k", n)) for n in range(4)])
+    consumer = bus.consumer("t", "s")
+    seen: list[int] = []
+    consumer.handler(SEQ)(lambda e: seen.append(e.data.n))
+    assert consumer.run(max_events=2, install_signals=False) == 2
+    assert consumer.run(max_events=4, install_signals=False) == 4
+    assert seen == [0, 1, 2, 3] and not consumer.stopping

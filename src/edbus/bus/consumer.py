@@ -181,9 +181,9 @@ class Consumer:
                 if self._signalled:
                     self._stop.set()
                 progressed = self._settle(state.in_flight) > 0
-                if max_events is not None and self.processed >= max_events:
-                    self._stop.set()
-                if self._stop.is_set():
+                # max_events ends this run only: a later run() of this consumer goes on
+                finishing = self._stop.is_set() or (max_events is not None and self.processed >= max_events)
+                if finishing:
                     if not state.in_flight:
                         break
                 else:
@@ -195,7 +195,7 @@ class Consumer:
                 if idle_timeout is not None and not state.in_flight \
                         and time.monotonic() - state.idle_since > idle_timeout:
                     break
-                if state.in_flight or self._stop.is_set():
+                if state.in_flight or finishing:
                     self._wakeup.wait(0.01)  # a worker finishing sets it
                     self._wakeup.clear()
                 else:
