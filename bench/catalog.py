@@ -4,7 +4,7 @@
    course created, rerun, catalog info changed, XBlock published; ``SignalPublisher``) at R events/s for D
    seconds, each event stamped when it is encoded and the events due at once published in one durable
    transaction (a group commit; one fsync per event would cap a single publisher near the disk's rate);
-   another process runs the catalog service (``CatalogReplica``, key_ordered, 8 handler threads whose
+   another process runs the catalog service (``CatalogReplica``, key_ordered, 16 handler threads whose
    writes share commits, synchronous=FULL).
    Latency: event time (set when published) to the replica's commit, every event.
 2. Rebuild: N courses (COURSE_CREATED + COURSE_CATALOG_INFO_CHANGED each, 2N events) on a topic, then a
@@ -36,7 +36,7 @@ from edbus.apps.catalog import CatalogReplica, SignalPublisher, rebuild
 from edbus.apps.catalog.planner import plan_events
 from edbus.apps.catalog.signals import COURSE_CATALOG_INFO_CHANGED, COURSE_CREATED
 
-CONCURRENCY = 8  # handler threads of the replica process: more writes share each commit
+CONCURRENCY = 16  # handler threads of the replica process: more writes share each commit
 
 
 def with_prefix(url: str, prefix: str) -> str:

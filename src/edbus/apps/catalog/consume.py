@@ -43,7 +43,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--url", help="the store (default: $EDBUS_URL, else the embedded store's default)")
     parser.add_argument("--db", default=os.environ.get("EDBUS_CATALOG_DB"), help="the replica's SQLite file "
                         "(default: $EDBUS_CATALOG_DB)")
-    parser.add_argument("--concurrency", type=int, default=8, help="handler threads (default 8)")
+    parser.add_argument("--concurrency", type=int, default=16,
+                        help="handler threads (default 16; their writes share commits)")
     parser.add_argument("--max-attempts", type=int, default=5, help="deliveries before a dead letter (default 5)")
     parser.add_argument("--idle-exit", type=float, help="exit after this many seconds without events")
     args = parser.parse_args(argv)

@@ -23,7 +23,7 @@ class RebuildResult:
     with_catalog_info: int  # of which with catalog information
 
 
-def rebuild(bus: Bus, topic: str, path: Path, *, subscription: str, concurrency: int = 4, idle_timeout: float = 2.0,
+def rebuild(bus: Bus, topic: str, path: Path, *, subscription: str, concurrency: int = 16, idle_timeout: float = 2.0,
             max_attempts: int = 3, durable: bool = False, keep_subscription: bool = True) -> RebuildResult:
     """Replay ``topic`` from its first event into a new replica at ``path`` until ``idle_timeout`` seconds
     pass without an event, through the new subscription ``subscription`` (``ConfigError`` if it exists).
