@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import itertools
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import attrs
 import pytest
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from edbus import Backoff, Bus, Event, EventType, Rule, StartAt
@@ -43,14 +45,8 @@ class SeqText:
 
 
 SEQ_V2 = EventType(SEQ.name, SeqV2, key="key")
-
-
 SEQ_TEXT = EventType(SEQ.name, SeqText, key="key")
-
-
 OTHER = EventType("org.openedx.test.hostile.other.made.v1", Seq, key="key")  # registered, no handler
-
-
 UNKNOWN = "org.openedx.nobody.knows.this.v1"
 
 
@@ -98,6 +94,7 @@ def forged(template: Record, key: str, event_id: str, *, payload: bytes | None =
     return Record(event_id, type or template.type, key, out, template.payload if payload is None else payload)
 
 
+# kinds that must be dead-lettered, whatever the drawn details; the others may happen to decode
 MUST_FAIL = {"truncated", "trailing", "missing_header", "type_mismatch", "unknown_type", "unknown_version",
              "v2_bytes_as_v1", "v1_bytes_as_v2", "incompatible_version", "no_handler_bad_version"}
 
@@ -193,6 +190,8 @@ def check_dead_letter(record: Record, original: Record) -> None:
     assert record.payload == original.payload and record.type == original.type
 
 
+# -- one test per bug found ----------------------------------------------------------------------
+
 def test_an_unhandled_type_with_a_malformed_schema_version_header_is_dead_lettered_at_once(bus: Bus) -> None:
     # it raised ValueError, retried with backoff max_attempts times, holding its key meanwhile
     t = prepare(bus)
@@ -246,6 +245,152 @@ def test_a_naive_event_time_is_read_as_utc_and_a_non_string_header_is_dead_lette
     check_dead_letter(dead, numeric)
     assert "bad envelope headers: TypeError" in dead.headers["edbus_dlq_error_message"]
 
+
+# -- fuzzed, end to end --------------------------------------------------------------------------
+
+def interleaved(bus: Bus, topic: str, poison: list[tuple[str, Record]]) -> tuple[list[Record], dict[str, list[int]]]:
+    """Before and after each poison record: valid events on three other keys, and one on the poison's
+    own key after it. Returns the records in order and each key's expected sequence numbers."""
+    full = bus.topic(topic)
+    counter = itertools.count()
+    records: list[Record] = []
+    expected: dict[str, list[int]] = {}
+
+    def valid(key: str) -> None:
+        n = next(counter)
+        records.append(bus.codec.encode(full, SEQ, Seq(key, n)))
+        expected.setdefault(key, []).append(n)
+
+    for i, (_, record) in enumerate(poison):
+        valid(f"v{i % 3}")
+        records.append(record)
+        valid(record.key or "")
+    valid("v0")
+    return records, expected
+
+
+def check(out: Outcome, poison: list[tuple[str, Record]], expected: dict[str, list[int]], *, ordered: bool,
+          note: Callable[[str], None] = lambda _: None) -> None:
+    """Every valid event delivered once (in per-key order when ``ordered``); every poison record either
+    dead-lettered at once or, for kinds that may happen to decode, delivered."""
+    valid = [(k, n) for k, n, i in out.delivered if not i.startswith("poison-")]
+    by_key: dict[str, list[int]] = {}
+    for key, n in valid:
+        by_key.setdefault(key or "", []).append(n)
+    if ordered:
+        assert by_key == expected
+    else:
+        assert {k: sorted(v) for k, v in by_key.items()} == expected
+    delivered_poison = {i for _, _, i in out.delivered if i.startswith("poison-")}
+    for kind, record in poison:
+        if record.id in out.dead:
+            check_dead_letter(out.dead[record.id], record)
+            note(f"{kind}: dead-lettered")
+        else:
+            assert kind not in MUST_FAIL and record.id in delivered_poison, (kind, record)
+            note(f"{kind}: decoded and delivered")
+    assert len(out.dead) + len(delivered_poison) == len(poison)
+
+
+FUZZ = settings(max_examples=40, deadline=None, derandomize=True, database=None,
+                suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
+                                       HealthCheck.data_too_large])
+runs = itertools.count()
+
+
+@given(st.data())
+@FUZZ
+def test_hostile_records_are_dead_lettered_at_once_and_never_block_other_keys(bus: Bus, data: st.DataObject) -> None:
+    t = prepare(bus)
+    run = next(runs)
+    count = data.draw(st.integers(1, 8), label="poison records")
+    poison = [data.draw(hostile(t, f"p{i}", f"poison-{run}-{i}"), label=f"poison {i}") for i in range(count)]
+    topic = f"fuzz{run}"
+    records, expected = interleaved(bus, topic, poison)
+    bus.backend.append(bus.topic(topic), records)
+    out = consume(bus, topic, expected=len(records), timeout=60)
+    check(out, poison, expected, ordered=True, note=event)
+
+
+def fixed_set(t: Templates) -> list[tuple[str, Record]]:
+    """One record of every kind, each with its own key (what the Pulsar and mode tests use)."""
+    cases = [
+        ("random_bytes", forged(t.v1, "p0", "poison-0", payload=b"\xff" * 1000)),
+        ("truncated", forged(t.v1, "p1", "poison-1", payload=t.v1.payload[:5])),
+        ("trailing", forged(t.v1, "p2", "poison-2", payload=t.v1.payload + b"\x00")),
+        ("missing_header", forged(t.v1, "p3", "poison-3", ce_time=None, ce_source=None)),
+        ("garbled_header", forged(t.v1, "p4", "poison-4", ce_time="yesterday")),
+        ("type_mismatch", forged(t.v1, "p5", "poison-5", ce_type=OTHER.name)),
+        ("unknown_type", forged(t.v1, "p6", "poison-6", type=UNKNOWN, ce_type=UNKNOWN)),
+        ("unknown_version", forged(t.v1, "p7", "poison-7", ce_schemaversion="99")),
+        ("v2_bytes_as_v1", forged(t.v2, "p8", "poison-8", ce_schemaversion="1")),
+        ("v1_bytes_as_v2", forged(t.v1, "p9", "poison-9", ce_schemaversion="2")),
+        ("incompatible_version", forged(t.v3, "p10", "poison-10")),
+        ("no_handler_bad_version", forged(t.other, "p11", "poison-11", ce_schemaversion="x")),
+        ("oversized_bytes", forged(t.v1, "p12", "poison-12", payload=zigzag(3) + b"k" * 3_000_000)),
+    ]
+    assert {kind for kind, _ in cases} >= MUST_FAIL
+    return cases
+
+
+@pytest.mark.parametrize("mode", ["key_ordered", "shared", "exclusive"])
+def test_every_kind_of_hostile_record_is_dead_lettered_in_every_mode(bus: Bus, mode: str) -> None:
+    t = prepare(bus)
+    poison = fixed_set(t)
+    records, expected = interleaved(bus, "t", poison)
+    bus.backend.append(bus.topic("t"), records)
+    out = consume(bus, "t", expected=len(records), mode=mode)
+    check(out, poison, expected, ordered=mode != "shared")
+    assert set(out.dead) == {r.id for _, r in poison}  # each of these fails, whatever the mode
+
+
+def test_a_fallback_handler_gets_what_its_writer_schema_decodes_and_hostile_records_are_dead_lettered(bus: Bus) -> None:
+    t = prepare(bus)
+    poison = fixed_set(t)
+    newer = forged(t.v2, "n", "newer-1")  # a valid event of the newer minor version
+    records, _ = interleaved(bus, "t", poison)
+    bus.backend.append(bus.topic("t"), [*records, newer])
+    got: list[Event[Any]] = []
+    out = consume(bus, "t", expected=len(records) + 1, fallback=got)
+    # a fallback decodes with the writer's schema alone: the incompatible version is valid data for it
+    assert set(out.dead) == {r.id for kind, r in poison if kind != "incompatible_version"}
+    [v3] = [e for e in got if e.id == "poison-10"]
+    assert v3.data == {"key": "k", "n": "one"}
+    [v2] = [e for e in got if e.id == "newer-1"]
+    assert v2.data == {"key": "k", "n": 1, "producer": "p", "note": "a note"}
+    assert len(got) == len(records) - len(poison) + 2 and all(isinstance(e.data, dict) for e in got)
+
+
+def test_a_newer_minor_version_is_projected_onto_an_older_reader_not_dead_lettered(bus: Bus) -> None:
+    t = prepare(bus)
+    bus.backend.append(bus.topic("t"), [forged(t.v2, "k", "newer-1")])
+    out = consume(bus, "t", expected=1)
+    assert out.delivered == [("k", 1, "newer-1")] and out.dead == {}
+
+
+def test_an_event_over_the_producers_size_limit_is_still_delivered_by_a_consumer(bus: Bus) -> None:
+    """The size limit is the producer's rule: a consumer delivers a valid event that another producer
+    (with a higher limit) wrote, rather than dead-letter it."""
+    big = Bus(bus.backend, max_event_bytes=8_000_000)
+    big.publish("t", SEQ, Seq("k", 7, "x" * 5_000_000))
+    out = consume(bus, "t", expected=1)
+    assert [n for _, n, _ in out.delivered] == [7] and out.dead == {}
+
+
+# -- the shared Pulsar broker: the fixed set --------------------------------------------------------
+
+def test_hostile_records_are_dead_lettered_on_pulsar_and_valid_ones_delivered_in_key_order(tmp_path: Path) -> None:
+    with Bus.from_url(backend_url("pulsar", tmp_path)) as bus:
+        t = prepare(bus)
+        poison = [(kind, r) for kind, r in fixed_set(t) if kind != "oversized_bytes"]  # Pulsar's limit: 5 MB
+        records, expected = interleaved(bus, "t", poison)
+        bus.backend.append(bus.topic("t"), records)
+        out = consume(bus, "t", expected=len(records), timeout=90)
+        check(out, poison, expected, ordered=True)
+        assert set(out.dead) == {r.id for _, r in poison}
+
+
+# -- found on the way ------------------------------------------------------------------------------
 
 def test_a_consumer_runs_again_after_an_earlier_run_ended_at_max_events(bus: Bus) -> None:
     # max_events set the stop flag for good: a second run() returned at once (the memory test's
