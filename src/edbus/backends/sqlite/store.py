@@ -78,7 +78,7 @@ class SqliteBackend(Backend):
         """``sqlite:///relative/path.db`` or ``sqlite:////absolute/path.db``, optionally
         ``?synchronous=full|normal``."""
         raw, _, query = url[len("sqlite://"):].partition("?")
-        if not url.startswith("sqlite://") or not raw.startswith("/") or raw == "/":
+        if url[:9].lower() != "sqlite://" or not raw.startswith("/") or raw == "/":
             raise ConfigError(f"bad URL {url!r}: use sqlite:///relative/path.db or sqlite:////absolute/path.db")
         path = raw[1:]
         if not path or path == ":memory:":
