@@ -189,6 +189,8 @@ class Codec:
     def writer_schema(self, event_type: str, version: int) -> Any:
         parsed = self._parsed.get((event_type, version))
         if parsed is None:
+            if not 1 <= version < 2**31:  # from a header: never sent to a registry (Pulsar's answers 500)
+                raise NotFoundError(f"no schema version {version} for event type {event_type!r}")
             schema = self.registry.get(event_type, version)
             unbounded = zero_width_array(schema)
             if unbounded is not None:
