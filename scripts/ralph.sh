@@ -83,10 +83,10 @@ EOF
 install() {
   [ -f "$venv/.complete" ] && return 0
   mkdir -p "$cache"
-  # concurrent test runs share the venv: one installs, the others wait for it
+  # concurrent test runs share the venv: one installs, the others wait for it (flock: util-linux)
   exec 9>"$cache/ralph-venv.lock"
-  flock 9
-  if [ -f "$venv/.complete" ]; then flock -u 9; return 0; fi
+  if command -v flock >/dev/null; then flock 9; fi
+  if [ -f "$venv/.complete" ]; then exec 9>&-; return 0; fi
   echo "ralph.sh: installing ralph-malph[lrs]==$RALPH_VERSION into $venv" >&2
   rm -rf "$venv"
   "${PYTHON:-python3}" -m venv "$venv"
@@ -94,7 +94,7 @@ install() {
   "$venv/bin/pip" install -q --disable-pip-version-check -c "$venv/constraints.txt" \
     "ralph-malph[lrs]==$RALPH_VERSION" requests  # ralph.api imports requests (OIDC), which no extra lists
   touch "$venv/.complete"
-  flock -u 9
+  exec 9>&-
 }
 
 # auth.json: Ralph's Basic credentials file: a list of users with a bcrypt hash, scopes and an agent.

@@ -46,16 +46,20 @@ class Batcher(Generic[T]):
 
     def submit(self, item: T) -> Future[None]:
         future: Future[None] = Future()
-        if self._closed:
-            future.set_exception(ConfigError("the batcher is closed"))
-        else:
-            self._queue.put((item, future))
+        with self._lock:  # never behind the close marker, where nobody would send it
+            if not self._closed:
+                self._queue.put((item, future))
+                return future
+        future.set_exception(ConfigError("the batcher is closed"))
         return future
 
     def close(self) -> None:
         """Send what was submitted, then stop the sender thread."""
-        self._closed = True
-        self._queue.put(None)
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._queue.put(None)
         self._thread.join()
 
     def _collect(self, first: tuple[T, Future[None]]) -> tuple[list[tuple[T, Future[None]]], bool]:

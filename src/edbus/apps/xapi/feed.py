@@ -103,6 +103,17 @@ class XapiFeed:
             Retries(self.options.max_attempts, self.options.backoff)])
         self.bus.metrics = self.metrics  # the Bus made its own, unused once middleware is given
         self.lrs = LrsClient(lrs)
+        try:
+            self.consumers = [
+                self.bus.consumer(topic, self.options.subscription, mode=Mode.SHARED, start=self.options.start,
+                                  concurrency=self.options.batch_size, batch=self.options.batch_size,
+                                  lease=self.options.lease)
+                for topic in self.options.topics]
+        except BaseException:
+            self.bus.close()
+            raise
+        for consumer in self.consumers:
+            consumer.add_fallback(self.handle)
         self._statements: Batcher[Mapping[str, Any]] = Batcher(
             self.lrs.store, _id, size=self.options.batch_size, linger=self.options.linger,
             name="xapi-lrs", after_send=after_send)
@@ -110,13 +121,6 @@ class XapiFeed:
         if caliper_sink is not None:
             self._caliper = Batcher(caliper_sink.send, _id, size=self.options.batch_size,
                                     linger=self.options.linger, name="xapi-caliper")
-        self.consumers = [
-            self.bus.consumer(topic, self.options.subscription, mode=Mode.SHARED, start=self.options.start,
-                              concurrency=self.options.batch_size, batch=self.options.batch_size,
-                              lease=self.options.lease)
-            for topic in self.options.topics]
-        for consumer in self.consumers:
-            consumer.add_fallback(self.handle)
         self._signalled = False
 
     def handle(self, event: Event[Any]) -> None:
