@@ -151,6 +151,7 @@ def test_tail_limit_and_from_latest(bus: Bus, run: Run) -> None:
 @pytest.mark.parametrize(("args", "fragment"), [
     (["publish", "t", TYPE, "--data", '{"key": "k", "n": '], "not valid JSON"),
     (["publish", "t", TYPE, "--data", "[1, 2]"], "JSON object"),
+    (["publish", "t", TYPE, "--data", "[" * 100_000 + "]" * 100_000], "nested too deeply"),
     (["publish", "t", "org.openedx.test.nobody.registered.v1", "--data", "{}"], "unknown event type"),
     (["publish", "t", TYPE, "--data", '{"key": "k"}'], "does not match"),
     (["publish", "bad topic!", TYPE, "--data", '{"key": "k", "n": 1}'], "bad topic name"),

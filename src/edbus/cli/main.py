@@ -79,6 +79,8 @@ def _json_lines(stream: IO[str], source: str) -> Iterator[tuple[int, Any]]:
             yield number, json.loads(line)
         except json.JSONDecodeError as exc:
             raise CliError(f"{source} line {number}: bad JSON: {exc}") from None
+        except RecursionError:
+            raise CliError(f"{source} line {number}: the JSON is nested too deeply") from None
 
 
 @cli.command(short_help="Publish events from JSON data; prints their ids.")
@@ -114,6 +116,8 @@ def publish(ctx: click.Context, topic: str, event_type: str, data_text: str | No
             items: list[tuple[int, Any]] = [(0, json.loads(data_text))]
         except json.JSONDecodeError as exc:
             raise CliError(f"--data is not valid JSON: {exc}") from None
+        except RecursionError:
+            raise CliError("--data: the JSON is nested too deeply") from None
     else:
         assert data_file is not None
         items = list(_json_lines(data_file, getattr(data_file, "name", "--file")))
