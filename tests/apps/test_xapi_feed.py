@@ -107,9 +107,10 @@ XapiFeed(url, LrsConfig(endpoint, user, password), options=options, xapi=XapiCon
 """
 
 
+@pytest.mark.parametrize("kind", ["sqlite", "pulsar"])
 def test_a_consumer_killed_between_the_lrs_answer_and_the_ack_stores_nothing_twice(
-        tmp_path: Path, ralph: Ralph, lms_url: str) -> None:
-    url, topic = backend_url("sqlite", tmp_path), TOPICS["COURSE_ENROLLMENT_CREATED"]
+        kind: str, tmp_path: Path, ralph: Ralph, lms_url: str) -> None:
+    url, topic = backend_url(kind, tmp_path), TOPICS["COURSE_ENROLLMENT_CREATED"]
     with Bus.from_url(url) as bus:
         for n in range(1, 41):
             publish_signal(bus, "COURSE_ENROLLMENT_CREATED", signal_data("COURSE_ENROLLMENT_CREATED", n),
