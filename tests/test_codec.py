@@ -7,14 +7,15 @@ import contextlib
 import datetime as dt
 import uuid
 
+import attrs
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from edbus.backends import Message, Record
 from edbus.errors import DecodeError
-from edbus.events import Codec
+from edbus.events import Codec, EventType
 from edbus.schema import CheckedSchemaRegistry
-from tests.events import CATALOG_CHANGED, CourseInfo, Pacing, Schedule
+from tests.events import CATALOG_CHANGED, CourseInfo, Pacing, Schedule, course
 
 
 class MemoryStorage:
@@ -121,3 +122,21 @@ def test_event_ids_differ_between_forked_processes_and_after_random_seed() -> No
     child = os.read(read, 100).decode()
     random.seed(1)
     assert new_event_id() != child
+
+
+def test_a_reader_whose_payload_class_has_another_name_decodes_nested_records() -> None:
+    @attrs.frozen
+    class CatalogInfoAsTheReaderCallsIt:  # the reader's own class: another name, same fields
+        course_key: str
+        name: str
+        schedule: Schedule
+        tags: list[str] = attrs.field(factory=list)
+        hidden: bool = False
+        run_id: uuid.UUID | None = None
+
+    reader = EventType(CATALOG_CHANGED.name, CatalogInfoAsTheReaderCallsIt, key="course_key")
+    payload = course(3)
+    _, decoded = codec.decode(message(codec.encode("t", CATALOG_CHANGED, payload)), reader)
+    assert decoded == CatalogInfoAsTheReaderCallsIt(**attrs.asdict(payload, recurse=False))
+    assert [f["type"]["name"] for f in CATALOG_CHANGED.schema["fields"] if f["name"] == "schedule"] \
+        == ["Schedule"]

@@ -223,6 +223,10 @@ class PayloadCodec:
         return {"type": "enum", "name": tp.__name__, "symbols": [m.name for m in members]}, to_enum, from_enum
 
     def _compile_record(self, tp: type) -> tuple[Any, Convert, Callable[[Any], Any]]:
+        cls_name = tp.__name__
+        # taken before the fields compile, so that the root name never goes to a nested record
+        record_name = self._root_name or cls_name
+        self._root_name = None
         fields: list[dict[str, Any]] = []
         steps: list[tuple[str, Convert, Callable[[Any], Any]]] = []
         for name, ftype, default in _fields(tp):
@@ -234,9 +238,6 @@ class PayloadCodec:
                 field["default"] = default.name if isinstance(default, enum.Enum) else default
             fields.append(field)
             steps.append((name, conv, back))
-        cls_name = tp.__name__
-        record_name = self._root_name or cls_name
-        self._root_name = None
         to_steps = [(name, conv) for name, conv, _ in steps]
         missing = object()
 
