@@ -12,8 +12,8 @@ from typing import Any
 
 import attrs
 import pytest
-from opaque_keys.edx.keys import CourseKey
-from openedx_events.content_authoring.data import CourseCatalogData, CourseData, CourseScheduleData
+from opaque_keys.edx.keys import CourseKey, UsageKey
+from openedx_events.content_authoring.data import CourseCatalogData, CourseData, CourseScheduleData, XBlockData
 from openedx_events.event_bus.avro.serializer import AvroSignalSerializer
 
 from edbus import Bus, Envelope, Event, Mode, StartAt
@@ -27,7 +27,7 @@ from edbus.apps.catalog import (
 )
 from edbus.apps.catalog.db import CourseRow, course_row
 from edbus.apps.catalog.planner import PlannedEvent, plan_events
-from edbus.apps.catalog.signals import COURSE_CATALOG_INFO_CHANGED, COURSE_CREATED
+from edbus.apps.catalog.signals import COURSE_CATALOG_INFO_CHANGED, COURSE_CREATED, XBLOCK_PUBLISHED
 from edbus.errors import ConfigError, DecodeError
 
 TOPIC = "catalog"
@@ -48,7 +48,8 @@ def event(event_type: str, data: dict[str, Any], when: dt.datetime, event_id: st
     spec = CATALOG_SIGNALS[event_type]
     avro = AvroSignalSerializer(spec.signal).to_dict(data)
     envelope = Envelope(event_id or str(uuid.uuid4()), event_type, "openedx/cms/web", when, 0, "localhost", "10.5.0")
-    return Event(envelope, avro, str(data[spec.key_field.split(".")[0]].course_key), 1, TOPIC)
+    first, attribute = spec.key_field.split(".")
+    return Event(envelope, avro, str(getattr(data[first], attribute)), 1, TOPIC)
 
 
 def publish_plan(bus: Bus, plan: list[PlannedEvent]) -> dict[str, CourseRow]:
@@ -172,6 +173,20 @@ def test_events_of_other_types_on_the_topic_are_ignored(replica: CatalogReplica)
     assert replica.apply(other) is False
 
     assert replica.ignored == 1 and replica.runs() == {}
+
+
+def test_content_published_in_a_course_counts_and_in_a_library_is_ignored(replica: CatalogReplica):
+    course_block = UsageKey.from_string(f"block-v1:{KEY[len('course-v1:'):]}+type@vertical+block@unit1")
+    library_block = UsageKey.from_string("lb:edX:demo-lib:html:intro")
+    later = T0 + dt.timedelta(hours=1)
+
+    for block, when in ((course_block, later), (course_block, T0), (library_block, later)):
+        replica.apply(event(XBLOCK_PUBLISHED.event_type,
+                            {"xblock_info": XBlockData(usage_key=block, block_type=block.block_type)}, when))
+
+    assert replica.ignored == 1
+    runs = replica.runs()
+    assert list(runs) == [KEY] and runs[KEY]["content_published_at"] == round(later.timestamp() * 1e6)
 
 
 def test_an_event_delivered_twice_is_applied_once(replica: CatalogReplica):

@@ -10,7 +10,8 @@ set of its runs (``courses()``). What each event does, in one transaction:
   the delivery order.
 - ``COURSE_CREATED``, ``COURSE_RERUN_COMPLETED``, ``COURSE_IMPORT_COMPLETED``: the run exists (its
   earliest such time is kept).
-- ``XBLOCK_PUBLISHED``: the run's content was published then (the latest time is kept).
+- ``XBLOCK_PUBLISHED``: the run's content was published then (the latest time is kept); blocks of content
+  libraries are ignored.
 
 Every rule is idempotent, so a redelivered event changes nothing; ``applied_events`` also records each
 event id once (with the time it was applied, for the propagation latency). An event that does not decode
@@ -29,6 +30,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from opaque_keys.edx.locator import CourseLocator
 from openedx_events.event_bus.avro.deserializer import AvroSignalDeserializer
 
 from edbus import Consumer, Event, Mode
@@ -114,8 +116,12 @@ def _micros(event: Event[Any]) -> int:
     return round(event.envelope.time.timestamp() * 1_000_000)
 
 
+def _is_course_run(key: Any) -> bool:
+    return isinstance(key, CourseLocator) and key.run is not None
+
+
 def _run_parts(course_key: Any) -> tuple[str, str, str, str]:
-    if not hasattr(course_key, "run") or course_key.run is None:
+    if not _is_course_run(course_key):
         raise DecodeError(f"{course_key!r} is not the key of a course run")
     return str(course_key), course_key.org, course_key.course, course_key.run
 
@@ -160,6 +166,9 @@ class CatalogReplica:
     def apply(self, event: Event[Any]) -> bool:
         """Apply one event; False when it had been applied before (or is not a catalog event)."""
         data = self.decode(event)
+        if data is not None and event.type == XBLOCK_PUBLISHED.event_type \
+                and not _is_course_run(data["xblock_info"].usage_key.context_key):
+            data = None  # a block of a content library, not of a course run: not the catalog's
         if data is None:
             with self._lock:
                 self.ignored += 1
@@ -172,11 +181,12 @@ class CatalogReplica:
             sql, params = _UPSERT_CATALOG, (org, course, run, when, *course_row(info, event.id))
             course_key = str(info.course_key)
         elif event.type == XBLOCK_PUBLISHED.event_type:
-            course_key, org, course, run = _run_parts(data["xblock_info"].usage_key.course_key)
+            course_key, org, course, run = _run_parts(data["xblock_info"].usage_key.context_key)
             sql, params = _UPSERT_PUBLISHED, (course_key, org, course, run, when)
         else:  # created, rerun, imported
             course_key, org, course, run = _run_parts(data["course"].course_key)
             sql, params = _UPSERT_CREATED, (course_key, org, course, run, when)
+
         def write(conn: sqlite3.Connection) -> bool:
             if self.journal and conn.execute(
                     "INSERT OR IGNORE INTO applied_events VALUES (?, ?, ?, ?, ?, ?)",
