@@ -8,7 +8,8 @@
 #   scripts/ralph.sh wipe      stop it and delete its data (the stored statements)
 #   scripts/ralph.sh free-port print a free loopback port (for EDBUS_RALPH_PORT)
 # Environment: EDBUS_CACHE (default ~/.cache/edbus), EDBUS_RALPH_DATA (default <cache>/ralph-data),
-# EDBUS_RALPH_PORT (default 8100), EDBUS_RALPH_USER / EDBUS_RALPH_PASSWORD (default edbus / edbus-lrs).
+# EDBUS_RALPH_PORT (default 8100), EDBUS_RALPH_USER / EDBUS_RALPH_PASSWORD (default edbus / edbus-lrs),
+# EDBUS_RALPH_PYTHON (default python3.11, else python3).
 # The LRS is then http://127.0.0.1:$EDBUS_RALPH_PORT/xAPI/statements; statements are stored, one JSON
 # document a line, in $EDBUS_RALPH_DATA/lrs/fs_lrs.jsonl.
 #
@@ -33,6 +34,8 @@ password=${EDBUS_RALPH_PASSWORD:-edbus-lrs}
 pidfile=$data/ralph.pid
 log=$data/ralph.log
 base=http://127.0.0.1:$port
+# the interpreter of Ralph's venv (the tests' Python 3.11, as the Makefile's, when there is one)
+python=${EDBUS_RALPH_PYTHON:-$(command -v python3.11 || command -v python3 || echo python3)}
 
 # Everything the LRS extra installs, pinned, so that a fresh machine gets the versions tested here.
 constraints() {
@@ -89,7 +92,7 @@ install() {
   if [ -f "$venv/.complete" ]; then exec 9>&-; return 0; fi
   echo "ralph.sh: installing ralph-malph[lrs]==$RALPH_VERSION into $venv" >&2
   rm -rf "$venv"
-  "${PYTHON:-python3}" -m venv "$venv"
+  "$python" -m venv "$venv"
   constraints >"$venv/constraints.txt"
   "$venv/bin/pip" install -q --disable-pip-version-check -c "$venv/constraints.txt" \
     "ralph-malph[lrs]==$RALPH_VERSION" requests  # ralph.api imports requests (OIDC), which no extra lists
@@ -178,7 +181,7 @@ status() {
 }
 
 free_port() {
-  "${PYTHON:-python3}" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+  "$python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
 
 case "${1:-}" in
