@@ -45,6 +45,7 @@ def test_demo_exits_zero_with_replica_equal_to_source_poison_dead_lettered_and_n
     assert result.exit_code == 0, result.output
     assert re.search(r"replica equals source\s+yes", result.output)
     assert re.search(r"dead letters\s+3 in course-catalog\.replica\.dlq", result.output)
+    assert re.search(r"rebuild by replay\s+yes", result.output)
     assert re.search(r"result\s+OK", result.output)
     # the databases say the same as the summary
     columns = ("course_key, name, start_at, end_at, pacing, enrollment_start, enrollment_end, hidden, "
@@ -75,6 +76,7 @@ def test_replica_killed_mid_run_is_replaced_and_the_replica_still_equals_the_sou
     assert report.killed == ["replica-1"] and report.exit_codes["replica-1"] == -9
     assert report.exit_codes["replica-3"] == 0  # the replacement
     assert report.replica_equal and report.applied_exactly_once and report.dead_letters_ok
+    assert report.rebuild is not None and report.rebuild.equal and report.rebuild.events == report.published
     assert report.ok
     assert demo_processes(tmp_path) == []
 

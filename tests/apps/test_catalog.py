@@ -276,3 +276,25 @@ def test_the_catalog_service_command_keeps_a_replica(tmp_path: Path, capsys: pyt
         assert replica.courses() == source
     finally:
         replica.close()
+
+
+def test_the_demos_rebuild_check_compares_every_column_with_the_live_replica(tmp_path: Path):
+    from edbus.apps.catalog import DemoConfig
+    from edbus.apps.catalog.report import check_rebuild
+
+    config = DemoConfig(url=f"sqlite:///{tmp_path / 'bus.db'}", workdir=str(tmp_path), topic=TOPIC)
+    with Bus.from_url(config.url) as bus:
+        publish_plan(bus, plan_events(courses=8, changes=40, poison=0, seed=9))
+        live = CatalogReplica(config.replica_db)
+        consume(bus, live)
+        with live.db.write() as conn:  # one column of one run differs from what the events say
+            conn.execute("UPDATE course_runs SET content_published_at = 1 WHERE rowid = 3")
+        live.close()
+
+        check = check_rebuild(config, bus)
+
+        assert check.events > 40 and not check.equal
+        config.path("replica-rebuilt.db").unlink()
+        with CatalogReplica(config.replica_db).db.write() as conn:
+            conn.execute("DELETE FROM course_runs")
+        assert not check_rebuild(config, bus).equal

@@ -86,6 +86,11 @@ def _summary(report: DemoReport, config: DemoConfig) -> Table:
     out.add_row("replica equals source", f"{_yes(report.replica_equal)} — {detail}")
     out.add_row("per-course order", f"{_yes(report.order_preserved)} — the audit log received each course's "
                 "events in the order of Studio's change log")
+    if report.rebuild is not None:
+        rb = report.rebuild
+        out.add_row("rebuild by replay", f"{_yes(rb.equal)} — a new subscription replayed the topic from its start "
+                    f"into an empty replica: {rb.events:,} events, {rb.runs} course runs in {rb.seconds:.2f} s; "
+                    "every row and column equal to the live replica")
     dead = report.dead_letters
     example = f"; e.g. {dead[0].error_type} after {dead[0].attempts} attempts: {dead[0].error}" if dead else ""
     out.add_row("dead letters", f"{len(dead)} in {dlq_topic(config.topic, REPLICA_SUBSCRIPTION)}, expected the "

@@ -13,6 +13,7 @@ from typing import Any
 from edbus import Bus
 from edbus.apps.catalog.audit import AuditLog
 from edbus.apps.catalog.db import CourseRow, Database, read_courses, read_runs
+from edbus.apps.catalog.rebuild import rebuild
 from edbus.apps.catalog.replica import CatalogReplica
 from edbus.apps.catalog.service import AUDIT_SUBSCRIPTION, REPLICA_SUBSCRIPTION, DemoConfig, ServiceFigures
 from edbus.apps.catalog.signals import (
@@ -25,7 +26,10 @@ from edbus.apps.catalog.studio import STUDIO_DDL
 from edbus.backends import dlq_topic
 from edbus.bus.metrics import percentile
 
-__all__ = ["DeadLetter", "DemoReport", "SubscriptionReport", "build_report", "compare_catalogs"]
+__all__ = ["REBUILD_SUBSCRIPTION", "DeadLetter", "DemoReport", "RebuildCheck", "SubscriptionReport", "build_report",
+           "check_rebuild", "compare_catalogs"]
+
+REBUILD_SUBSCRIPTION = "replica-rebuild"
 
 _LABELS = {COURSE_CREATED.event_type: "created", COURSE_RERUN_COMPLETED.event_type: "rerun",
            COURSE_CATALOG_INFO_CHANGED.event_type: "changed", XBLOCK_PUBLISHED.event_type: "published"}
@@ -55,6 +59,28 @@ class DeadLetter:
     attempts: int
 
 
+@dataclasses.dataclass(frozen=True)
+class RebuildCheck:
+    events: int
+    seconds: float
+    runs: int
+    equal: bool  # every row and column equal to the live replica's
+
+
+def check_rebuild(config: DemoConfig, bus: Bus) -> RebuildCheck:
+    """Rebuild the replica by replaying the topic through a new subscription (deleted after) into a new
+    file, and compare it with the live replica."""
+    path = config.path("replica-rebuilt.db")
+    result = rebuild(bus, config.topic, path, subscription=REBUILD_SUBSCRIPTION, idle_timeout=0.5,
+                     max_attempts=config.max_attempts, keep_subscription=False)
+    live, rebuilt = CatalogReplica(config.replica_db), CatalogReplica(path)
+    try:
+        return RebuildCheck(result.events, result.seconds, result.runs, live.runs() == rebuilt.runs())
+    finally:
+        live.close()
+        rebuilt.close()
+
+
 @dataclasses.dataclass
 class DemoReport:
     planned: int
@@ -72,6 +98,7 @@ class DemoReport:
     latency_p50: float
     latency_p99: float
     latency_max: float
+    rebuild: RebuildCheck | None = None  # the replica rebuilt by replay, compared with the live one
     duration: float = 0.0
     exit_codes: dict[str, int | None] = dataclasses.field(default_factory=dict)
     left_running: int = 0
@@ -102,6 +129,7 @@ class DemoReport:
     def ok(self) -> bool:
         return (self.published == self.planned and self.replica_equal and self.dead_letters_ok
                 and self.audit_complete and self.order_preserved and self.clean_shutdown
+                and (self.rebuild is None or self.rebuild.equal)
                 and all(figures.ok for _, figures in self.services))
 
 

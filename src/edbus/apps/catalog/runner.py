@@ -4,8 +4,9 @@ Order of events: the replica processes, the audit process and the consumers of t
 (``config.services``) start and report ready; then Studio and the other services' producers start
 publishing. Once every producer has exited, both catalog subscriptions have no backlog (every event acked
 or dead-lettered) and every other service says it has caught up, the consumers get SIGTERM and finish what
-they hold. Any process failing, or the deadline
-passing, stops the run: every child still alive is killed, and none is left running in any case.
+they hold. Then (``config.rebuild``) the replica is rebuilt by replaying the topic into a new file. Any
+process failing, or the deadline passing, stops the run: every child still alive is killed, and none is
+left running in any case.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from edbus import Bus
 from edbus.apps.catalog.audit import AuditLog
 from edbus.apps.catalog.planner import plan_events
 from edbus.apps.catalog.replica import CatalogReplica
-from edbus.apps.catalog.report import DemoReport, build_report
+from edbus.apps.catalog.report import DemoReport, build_report, check_rebuild
 from edbus.apps.catalog.service import (
     AUDIT_SUBSCRIPTION,
     REPLICA_SUBSCRIPTION,
@@ -227,6 +228,9 @@ def run_demo(config: DemoConfig, on_progress: Callable[[Progress], None] = lambd
         on_progress(progress)
         codes = supervisor.exit_codes()
         report = build_report(config, bus, planned)
+        if config.rebuild:
+            on_progress(dataclasses.replace(progress, phase="rebuilding the replica by replay"))
+            report.rebuild = check_rebuild(config, bus)
         report.services = [(service.name, _figures(service, config, bus)) for _, service in services]
         report.exit_codes = codes
         report.left_running = supervisor.alive()

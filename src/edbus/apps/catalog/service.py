@@ -42,6 +42,7 @@ class DemoConfig:
     max_attempts: int = 3
     backoff_base: float = 0.05
     lease: float = 30.0  # seconds a replica holds events: a killed process's events come back after it
+    rebuild: bool = True  # at the end, rebuild the replica by replay and compare it with the live one
     services: tuple[str, ...] = ()  # other services run beside the catalog: "module:attribute" of a DemoService
 
     def to_json(self) -> str:
