@@ -27,6 +27,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--backlog", type=int, default=None, help="events of the backlog scenario (default 1,000,000)")
     p.add_argument("--workdir", type=Path, default=None, help="keep histories and stores here (default: a "
                    "temporary folder, removed after a passing run)")
+    p.add_argument("--no-pin-schema", action="store_true", help="Pulsar: do not hold the schema's topic "
+                   "against the broker's inactive-topic clean-up (shows the finding in docs/reliability.md)")
     args = p.parse_args(argv)
     backends = ["sqlite", "pulsar"] if args.backend == "all" else [args.backend]
     names = list(SCENARIOS) if args.scenario == "all" else [args.scenario]
@@ -39,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             print(f"== {backend} {name} (seed {args.seed}, {args.duration:g} s)", file=sys.stderr, flush=True)
             result = run(scenario, backend, args.seed, args.duration, root / f"{backend}-{name}",
-                         backlog=args.backlog)
+                         backlog=args.backlog, pin_schema=not args.no_pin_schema)
             rows.append(result.markdown())
             details.append(result.details())
             failed = failed or not result.passed

@@ -11,7 +11,7 @@ import threading
 import time
 from pathlib import Path
 
-from tests.faults.history import HistoryWriter
+from tests.faults.history import HistoryWriter, now
 from tests.faults.schedule import Fault
 
 __all__ = ["ROOT", "PulsarBroker", "Worker", "Fleet", "peak_memory_kb"]
@@ -39,9 +39,11 @@ class Worker:
     def __init__(self, role: str, name: str, log: Path, args: list[str]) -> None:
         self.role, self.name, self.log, self.args = role, name, log, args
         self.proc: subprocess.Popen[bytes] | None = None
+        self._offset = 0
         self.stderr = log.with_suffix(".stderr")
 
     def start(self) -> None:
+        self._offset = self.log.stat().st_size if self.log.exists() else 0  # where this process's records begin
         with open(self.stderr, "ab") as err:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "tests.faults.workers", self.role, "--name", self.name,
@@ -74,11 +76,24 @@ class Worker:
             self.proc.wait(timeout=30)
             return None
 
+    def started(self, timeout: float = 120.0) -> bool:
+        """Wait for the process's ``start`` record (its first: it handles SIGTERM from then on)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and self.alive():
+            if self.log.exists():
+                with open(self.log, "rb") as f:
+                    f.seek(self._offset)
+                    if f.readline().startswith(b'{"k":"start"'):
+                        return True
+            time.sleep(0.05)  # polling the log
+        return False
+
     def stop(self, timeout: float) -> int | None:
-        """SIGTERM, then wait (a producer finishes its publish, a consumer its in-flight events); the
-        exit code, or None if it had to be SIGKILLed."""
+        """SIGTERM once it handles it, then wait (a producer finishes its publish, a consumer its
+        in-flight events); the exit code, or None if it had to be SIGKILLed."""
         if self.proc is None:
             return None
+        self.started()
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
         try:
@@ -171,8 +186,9 @@ class Fleet:
         """Kill the target now, restart it ``down_for`` seconds later; both logged with their times."""
         if fault.kind == "kill_broker":
             assert self.broker is not None, "kill_broker needs a broker of the run's own"
+            before = now()  # the fault's time: its effects may be logged before the kill returns
             pid = self.broker.kill()
-            self.log.write("fault", kind=fault.kind, target=0, victim=pid, scheduled=fault.at)
+            self.log.write("fault", kind=fault.kind, target=0, victim=pid, scheduled=fault.at, t=before)
             time.sleep(fault.down_for)  # the broker stays down this long
             self.broker.start()
             self.log.write("restarted", kind=fault.kind, target=0)
@@ -181,8 +197,9 @@ class Fleet:
         if not worker.alive():
             return  # exited on its own: nothing to kill (the checker sees it in the worker's log)
         self.sample()
+        before = now()
         pid = worker.kill()
-        self.log.write("fault", kind=fault.kind, target=fault.target, victim=pid, scheduled=fault.at)
+        self.log.write("fault", kind=fault.kind, target=fault.target, victim=pid, scheduled=fault.at, t=before)
         time.sleep(fault.down_for)  # the slot stays empty this long
         worker.start()
         self.log.write("restarted", kind=fault.kind, target=fault.target, pid=worker.pid)

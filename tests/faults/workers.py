@@ -10,18 +10,20 @@ left without an answer ("unknown"), then goes on with the next sequence numbers 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import sys
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from edbus import Bus, Event, Middleware
-from edbus.backends.base import Record
+from edbus import Bus, Event, Middleware, StartAt
+from edbus.backends.base import Message, Record, dlq_topic
 from edbus.bus import Tracing
-from edbus.errors import StoreError
+from edbus.errors import NotFoundError, StoreError
 from tests.events import SEQ, Seq
 from tests.faults.history import HistoryWriter, event_id, now, read_history
 
@@ -59,13 +61,18 @@ class ProducerLog:
 
 
 class _Stop:
+    """SIGTERM/SIGINT as a flag, from the process's start (the runner sends SIGTERM only after the
+    worker's ``start`` record, which is written after this is installed)."""
+
     def __init__(self) -> None:
         self.requested = False
+        self.event = threading.Event()  # never waited on by the main thread: safe to set from a handler
         signal.signal(signal.SIGTERM, self._set)
         signal.signal(signal.SIGINT, self._set)
 
     def _set(self, signum: int, frame: object) -> None:
         self.requested = True
+        self.event.set()
 
 
 def _publish(bus: Bus, topic: str, history: HistoryWriter, batch: list[dict[str, Any]],
@@ -122,6 +129,7 @@ def produce(args: argparse.Namespace) -> None:
 
 
 def consume(args: argparse.Namespace) -> None:
+    stop = _Stop()
     history = HistoryWriter(Path(args.log))
     bus = Bus.from_url(args.url, create=False)
     consumer = bus.consumer(args.topic, args.subscription, mode=args.mode, concurrency=args.concurrency,
@@ -142,17 +150,46 @@ def consume(args: argparse.Namespace) -> None:
             if now() < slow_until:
                 time.sleep(args.slow_delay)  # the slow phase of a slow consumer
 
+    def stop_on_signal() -> None:
+        stop.event.wait()
+        consumer.stop()  # finishes and acks what is in flight
+
+    threading.Thread(target=stop_on_signal, daemon=True).start()
     history.write("start")
-    print("ready", flush=True)
-    consumer.run()
+    consumer.run(install_signals=False)
     history.write("stop", processed=consumer.processed)
     history.close()
     bus.close()
 
 
+def tally(args: argparse.Namespace) -> None:
+    """Writes ``{"stored": {id: copies}, "dead": [ids]}``: what the topic and its dead-letter topic hold
+    (in a process of its own, so that a crash of the client library cannot take the runner down)."""
+    bus = Bus.from_url(args.url, create=False)
+    stored: dict[str, int] = {}
+    for m in _read_all(bus, args.topic):
+        stored[m.record.id] = stored.get(m.record.id, 0) + 1
+    dead = [m.record.id for m in _read_all(bus, dlq_topic(args.topic, args.subscription))]
+    Path(args.log).write_text(json.dumps({"stored": stored, "dead": dead}))
+    bus.close()
+
+
+def _read_all(bus: Bus, topic: str) -> Iterator[Message]:
+    after: str | None = None
+    while True:
+        try:
+            batch = bus.backend.read(topic, StartAt.parse("earliest"), 50_000, after)  # few readers: see _tally
+        except NotFoundError:
+            return
+        if not batch:
+            return
+        yield from batch
+        after = batch[-1].position
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m tests.faults.workers")
-    p.add_argument("role", choices=["produce", "consume"])
+    p.add_argument("role", choices=["produce", "consume", "tally"])
     p.add_argument("--url", required=True)
     p.add_argument("--log", required=True)
     p.add_argument("--topic", default="faults")
@@ -173,7 +210,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--slow-for", type=float, default=0.0, help="seconds of slow handling after the first event")
     p.add_argument("--slow-delay", type=float, default=0.01)
     args = p.parse_args(argv)
-    (produce if args.role == "produce" else consume)(args)
+    {"produce": produce, "consume": consume, "tally": tally}[args.role](args)
     sys.exit(0)
 
 
