@@ -16,7 +16,7 @@ import pytest
 from edbus import Backoff, Bus, Event, Middleware
 from edbus.backends import Record, dlq_topic
 from edbus.bus import current_traceparent
-from edbus.errors import ConfigError, StoreUnavailableError
+from edbus.errors import ConfigError, PermanentError, StoreUnavailableError
 from tests.conftest import eventually
 from tests.events import CATALOG_CHANGED, SEQ, CourseInfo, Seq, course
 
@@ -59,6 +59,27 @@ def test_failing_handler_is_retried_with_backoff_then_dead_lettered_with_traceba
     assert history[1]["at"] - history[0]["at"] >= 0.05  # the backoff was waited
     eventually(lambda: (lambda s: s.backlog == 0 and s.dead_lettered == 1)(bus.backend.subscriptions("t")[0]),
                timeout=5)  # Pulsar's stats lag acks
+
+
+def test_a_handler_raising_permanent_error_is_dead_lettered_at_once_and_the_next_event_goes_on(bus: Bus) -> None:
+    class Refused(PermanentError):
+        pass
+
+    bus.publish_many("t", [(SEQ, Seq("a", 1)), (SEQ, Seq("a", 2))])
+    consumer = bus.consumer("t", "s", max_attempts=5, backoff=Backoff(base=0.05, jitter=0))
+    attempts: list[tuple[int, int]] = []
+
+    @consumer.handler(SEQ)
+    def handle(event: Event[Seq]) -> None:
+        attempts.append((event.data.n, event.attempt))
+        if event.data.n == 1:
+            raise Refused("the LRS said 400: bad statement")
+
+    consumer.run(max_events=2, install_signals=False)
+    assert attempts == [(1, 1), (2, 1)]
+    [dead] = dead_letters(bus)
+    assert dead.headers["edbus_dlq_error_message"] == "the LRS said 400: bad statement"
+    assert [h["attempt"] for h in json.loads(dead.headers["edbus_dlq_history"])] == [1]
 
 
 def test_poison_event_does_not_block_other_keys(bus: Bus) -> None:

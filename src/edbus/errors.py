@@ -10,6 +10,7 @@ Every error edbus raises on purpose is an ``EdbusError``::
     ├── SchemaError
     │   └── IncompatibleSchemaError a new schema version that breaks the topic's compatibility rule
     ├── DecodeError                 stored bytes that cannot be decoded (they go to the dead-letter topic)
+    ├── PermanentError              raised by a handler: no retry can cure it (dead-lettered at once)
     ├── StoreError                  the backend failed; what was being written was not acknowledged
     │   ├── StoreUnavailableError   missing, unreadable, read-only, corrupt or full store; broker down
     │   └── PublishTimeoutError     no acknowledgement before the deadline: the outcome is unknown
@@ -29,6 +30,7 @@ __all__ = [
     "EventTooLargeError",
     "IncompatibleSchemaError",
     "NotFoundError",
+    "PermanentError",
     "PublishTimeoutError",
     "SchemaError",
     "StoreError",
@@ -68,6 +70,11 @@ class IncompatibleSchemaError(SchemaError):
 
 class DecodeError(EdbusError):
     """Stored bytes that cannot be decoded into an event."""
+
+
+class PermanentError(EdbusError):
+    """Raise it (or a subclass) from a handler for a failure no retry can cure (a refused request, an event
+    the handler can never process): the event is dead-lettered at once with this error's record."""
 
 
 class StoreError(EdbusError):

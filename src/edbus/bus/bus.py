@@ -36,7 +36,8 @@ class Bus:
     """Publish and consume typed events on a backend.
 
     ``Bus.from_url()`` opens ``$EDBUS_URL`` or the embedded store at its default path. The default
-    middleware is ``[Tracing(), Metrics(), Retries()]``; ``bus.metrics`` is the Metrics instance.
+    middleware is ``[Tracing(), Metrics(), Retries()]``; ``bus.metrics`` is the chain's first Metrics
+    instance (a new, unattached one when the given middleware has none).
     """
 
     def __init__(self, backend: Backend, *, source: str = "edbus", middleware: Sequence[Middleware] | None = None,
@@ -47,7 +48,7 @@ class Bus:
             raise ConfigError("retention must be >= 0 seconds, or None to keep events forever")
         self.backend = backend
         self.retention = retention
-        self.metrics = Metrics()
+        self.metrics = next((m for m in middleware or () if isinstance(m, Metrics)), Metrics())
         if middleware is None:
             middleware = [Tracing(), self.metrics, Retries()]
         self.middleware = MiddlewareChain(middleware)

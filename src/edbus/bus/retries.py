@@ -8,7 +8,7 @@ import time
 
 from edbus.backends.base import Delivery, ErrorInfo
 from edbus.bus.middleware import DeadLetter, Middleware, Outcome, Retry
-from edbus.errors import ConfigError, DecodeError
+from edbus.errors import ConfigError, DecodeError, PermanentError
 
 __all__ = ["Backoff", "Retries"]
 
@@ -35,7 +35,8 @@ class Backoff:
 class Retries(Middleware):
     """A failed delivery is retried after a backoff until ``max_attempts``, then dead-lettered.
 
-    Undecodable events (``DecodeError``) go to the dead-letter topic at once: retrying cannot help.
+    Undecodable events (``DecodeError``) and handler failures raised as ``PermanentError`` go to the
+    dead-letter topic at once: retrying cannot help.
     """
 
     def __init__(self, max_attempts: int = 5, backoff: Backoff | None = None) -> None:
@@ -58,6 +59,6 @@ class Retries(Middleware):
     def decide(self, delivery: Delivery, error: BaseException | None, info: ErrorInfo | None) -> Outcome | None:
         if info is None:
             return None
-        if isinstance(error, DecodeError) or delivery.attempt >= self.max_attempts:
+        if isinstance(error, (DecodeError, PermanentError)) or delivery.attempt >= self.max_attempts:
             return DeadLetter(info)
         return Retry(self.backoff.delay(delivery.attempt), info)

@@ -1,14 +1,14 @@
-"""The feed's errors, in edbus's tree. Which ones are retried and which are dead-lettered at once is
-decided by ``feed.PERMANENT_ERRORS``."""
+"""The feed's errors, in edbus's tree. ``PermanentError`` subclasses are dead-lettered at once by the bus's
+``Retries``; the others are retried with backoff."""
 
 from __future__ import annotations
 
-from edbus.errors import EdbusError
+from edbus.errors import EdbusError, PermanentError
 
 __all__ = ["LrsRejectedError", "LrsUnavailableError", "SinkError", "UntransformableEventError"]
 
 
-class LrsRejectedError(EdbusError):
+class LrsRejectedError(PermanentError):
     """The LRS refused a statement with a 4xx that will never succeed (invalid statement). Dead-lettered at
     once; the message carries the HTTP status and the LRS's answer."""
 
@@ -25,5 +25,5 @@ class SinkError(EdbusError):
     """The Caliper sink could not store an envelope: retried with backoff."""
 
 
-class UntransformableEventError(EdbusError):
+class UntransformableEventError(PermanentError):
     """An event of a mapped type whose data lacks what the mapping needs: dead-lettered at once."""

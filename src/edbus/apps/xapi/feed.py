@@ -21,18 +21,17 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from edbus import Backoff, Bus, Event, Middleware, Mode, Retries
+from edbus import Backoff, Bus, Event, Mode, Retries
 from edbus.apps.xapi.batcher import Batcher
 from edbus.apps.xapi.caliper import to_caliper
-from edbus.apps.xapi.errors import LrsRejectedError, UntransformableEventError
+from edbus.apps.xapi.errors import UntransformableEventError
 from edbus.apps.xapi.lrs import LrsClient, LrsConfig
 from edbus.apps.xapi.sinks import CaliperSink
 from edbus.apps.xapi.statements import XapiConfig, to_statement
-from edbus.backends import Delivery, ErrorInfo
-from edbus.bus import DeadLetter, Metrics, Outcome, Tracing
+from edbus.bus import Metrics, Tracing
 from edbus.errors import ConfigError
 
-__all__ = ["DEFAULT_TOPICS", "FeedOptions", "FeedReport", "PERMANENT_ERRORS", "DeadLetterAtOnce", "XapiFeed"]
+__all__ = ["DEFAULT_TOPICS", "FeedOptions", "FeedReport", "XapiFeed"]
 
 log = logging.getLogger("edbus.apps.xapi")
 
@@ -40,20 +39,6 @@ log = logging.getLogger("edbus.apps.xapi")
 # enrollment and grade topics are added to that setting for the feed (docs/xapi.md)
 DEFAULT_TOPICS = ("learning-course-enrollment-lifecycle", "learning-badges-lifecycle",
                   "learning-certificate-lifecycle", "learning-course-grade-lifecycle")
-PERMANENT_ERRORS: tuple[type[BaseException], ...] = (LrsRejectedError, UntransformableEventError)
-
-
-class DeadLetterAtOnce(Middleware):
-    """Errors that no retry can cure go to the dead-letter topic on their first failure (install it before
-    ``Retries``: the first middleware with an answer decides)."""
-
-    def __init__(self, errors: tuple[type[BaseException], ...]) -> None:
-        self.errors = errors
-
-    def decide(self, delivery: Delivery, error: BaseException | None, info: ErrorInfo | None) -> Outcome | None:
-        if info is not None and isinstance(error, self.errors):
-            return DeadLetter(info)
-        return None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -97,11 +82,9 @@ class XapiFeed:
                  | None = None) -> None:
         self.options = options or FeedOptions()
         self.xapi = xapi or XapiConfig()
-        self.metrics = Metrics()
         self.bus = Bus.from_url(bus_url, middleware=[
-            Tracing(), self.metrics, DeadLetterAtOnce(PERMANENT_ERRORS),
-            Retries(self.options.max_attempts, self.options.backoff)])
-        self.bus.metrics = self.metrics  # the Bus made its own, unused once middleware is given
+            Tracing(), Metrics(), Retries(self.options.max_attempts, self.options.backoff)])
+        self.metrics = self.bus.metrics
         self.lrs = LrsClient(lrs)
         try:
             self.consumers = [
