@@ -242,6 +242,7 @@ def retention(ctx: click.Context, older_than: float) -> None:
 
 
 def _register() -> None:
+    from edbus.apps.xapi.cli import xapi_feed
     from edbus.cli.consume import consume
     from edbus.cli.demo import demo
     from edbus.cli.dlq import dlq
@@ -249,7 +250,7 @@ def _register() -> None:
     from edbus.cli.schema import schema
     from edbus.cli.tail import tail
 
-    for command in (tail, consume, dlq, schema, demo, outbox):
+    for command in (tail, consume, dlq, schema, demo, outbox, xapi_feed):
         cli.add_command(command)
 
 

@@ -29,10 +29,12 @@ __all__ = ["xapi_feed"]
 @click.option("--caliper-file", type=click.Path(dir_okay=False), help="Append Caliper 1.2 envelopes to this file.")
 @click.option("--caliper-url", help="POST Caliper 1.2 envelopes to this endpoint.")
 @click.option("--idle-timeout", type=float, help="Stop after this many seconds without events.")
-def xapi_feed(url: str | None, lrs_url: str, lrs_user: str, lms_url: str, topics: tuple[str, ...],
+@click.pass_context
+def xapi_feed(ctx: click.Context, url: str | None, lrs_url: str, lrs_user: str, lms_url: str, topics: tuple[str, ...],
               subscription: str, batch_size: int, caliper_file: str | None, caliper_url: str | None,
               idle_timeout: float | None) -> None:
     """Feed openedx-events learning events to an xAPI LRS (password: $EDBUS_LRS_PASSWORD)."""
+    url = url or getattr(ctx.obj, "url", None)  # as `edbus --url URL xapi-feed`
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     password = os.environ.get("EDBUS_LRS_PASSWORD")
     if password is None:
