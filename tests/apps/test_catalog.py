@@ -298,3 +298,36 @@ def test_the_demos_rebuild_check_compares_every_column_with_the_live_replica(tmp
         with CatalogReplica(config.replica_db).db.write() as conn:
             conn.execute("DELETE FROM course_runs")
         assert not check_rebuild(config, bus).equal
+
+
+def test_group_commit_undoes_only_the_write_that_raises_and_raises_it_in_its_own_thread(tmp_path: Path):
+    import threading
+
+    from edbus.apps.catalog.db import Database, GroupCommit
+
+    db = Database(tmp_path / "g.db", "CREATE TABLE t(n INTEGER PRIMARY KEY);")
+    commits = GroupCommit(db)
+    errors: dict[int, BaseException] = {}
+    start = threading.Barrier(16)
+
+    def write(n: int) -> None:
+        def insert(conn: Any) -> int:
+            conn.execute("INSERT INTO t VALUES (?)", (n,))
+            if n % 5 == 0:
+                raise ValueError(n)  # after its insert: the savepoint must undo it
+            return n
+        start.wait()
+        try:
+            assert commits.run(insert) == n
+        except ValueError as exc:
+            errors[n] = exc
+
+    threads = [threading.Thread(target=write, args=(n,)) for n in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+    assert sorted(errors) == [0, 5, 10, 15]
+    assert [r[0] for r in db.query("SELECT n FROM t ORDER BY n")] == [n for n in range(16) if n % 5]
+    db.close()
