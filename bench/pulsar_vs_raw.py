@@ -6,7 +6,8 @@
 
 Both sides send the same ~1 KB messages (edbus's encoded Avro payload and its envelope headers as
 properties), batching off, each send acked by the broker (journalSyncData on): single sync sends,
-pipelined sends of 100 (send_async + flush: edbus's publish_many), and consume + ack. Then end-to-end
+pipelined sends of 100 (send_async + flush: edbus's publish_many), and consume + ack (the consumer
+connecting after the sends on both sides, Key_Shared, receive queue 1,000). Then end-to-end
 latency at a fixed rate (1,000 events/s: every 10 ms a send of 10, pipelined and flushed as above, on a
 fresh topic with its consumer already running): from handing the send to the client to the consumer
 holding the message (raw: ``receive`` returned; edbus: the handler called), p50 and p99, the first 10 %
@@ -24,11 +25,7 @@ from typing import Any
 from edbus import Bus, Event
 from edbus.backends.pulsar import PulsarBackend
 from edbus.bus.consumer import Consumer
-
-try:
-    from bench.embedded import EVENT, payload
-except ImportError:  # run as a script from bench/
-    from embedded import EVENT, payload  # type: ignore[import-not-found,no-redef]
+from workload import EVENT, payload  # bench/workload.py: the scripts run as python bench/<name>.py
 
 
 def rate(n: int, seconds: float) -> str:
@@ -115,8 +112,6 @@ def raw(service: str, topic: str, body: bytes, props: dict[str, str], single: in
     import pulsar
 
     client = pulsar.Client(service, logger=pulsar.ConsoleLogger(pulsar.LoggerLevel.Error))
-    consumer = client.subscribe(topic, "bench", consumer_type=pulsar.ConsumerType.KeyShared,
-                                initial_position=pulsar.InitialPosition.Earliest)
     producer = client.create_producer(topic, batching_enabled=False, block_if_queue_full=True)
     out = {}
     start = time.perf_counter()
@@ -129,7 +124,11 @@ def raw(service: str, topic: str, body: bytes, props: dict[str, str], single: in
             producer.send_async(body, lambda *_: None, properties=props, partition_key=f"k{i % 100}")
         producer.flush()
     out["sends of 100"] = rate(batched, time.perf_counter() - start)
+    # the consumer connects after the sends, as edbus's does (``Consumer.run``): no head start on a
+    # receive queue filled while publishing, and no receiving competing with the sends
     start = time.perf_counter()
+    consumer = client.subscribe(topic, "bench", consumer_type=pulsar.ConsumerType.KeyShared,
+                                initial_position=pulsar.InitialPosition.Earliest, receiver_queue_size=1000)
     for _ in range(single + batched):
         consumer.acknowledge(consumer.receive(10_000))
     out["consume + ack"] = rate(single + batched, time.perf_counter() - start)

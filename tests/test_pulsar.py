@@ -1,9 +1,15 @@
 """What only the Pulsar backend has to prove: the broker's subscription types, Key_Shared across
-consumers, clients across fork(), and an unreachable broker at publish time."""
+consumers, clients across fork(), an unreachable broker at publish time, and a broker restarted (or
+killed) under a producer and under a running consumer."""
 
 from __future__ import annotations
 
+import dataclasses
 import multiprocessing
+import os
+import signal
+import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -135,7 +141,6 @@ def test_a_replica_killed_mid_run_on_pulsar_has_its_events_redelivered_and_the_r
 
 
 def test_threads_sharing_one_backend_get_every_event_once_and_keys_in_order(backend: Backend) -> None:
-    import threading
 
     backend.subscribe("t", "s", Mode.KEY_ORDERED, StartAt())
     backend.append("t", [rec(i, f"k{i % 10}") for i in range(400)])
@@ -169,32 +174,51 @@ def test_threads_sharing_one_backend_get_every_event_once_and_keys_in_order(back
         assert mine == sorted(mine)
 
 
-@pytest.mark.slow
-def test_an_append_while_the_broker_restarts_waits_for_it_and_is_stored_once(tmp_path: Path) -> None:
-    """A broker of its own (its own data folder and ports): stopped, then started again under an append."""
-    import os
-    import subprocess
-    import threading
+@dataclasses.dataclass(frozen=True, slots=True)
+class OwnBroker:
+    """A broker of the module's own (its own data folder and ports), for tests that stop or kill it."""
 
-    backend_url("pulsar", tmp_path)  # the shared broker's checks: fail under CI, else skip, when unusable
-    script = Path(__file__).parent.parent / "scripts" / "pulsar.sh"
+    data: Path
+    env: dict[str, str]
+    url: str
+
+    def run(self, command: str) -> None:
+        subprocess.run(["bash", str(PULSAR_SH), command], env=self.env, check=True, timeout=180, capture_output=True)
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash: no clean shutdown of the broker, its bookie or its metadata store."""
+        os.kill(int((self.data / "broker.pid").read_text().strip()), signal.SIGKILL)
+
+
+PULSAR_SH = Path(__file__).parent.parent / "scripts" / "pulsar.sh"
+
+
+@pytest.fixture(scope="module")
+def own_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OwnBroker]:
+    backend_url("pulsar", tmp_path_factory.mktemp("check"))  # the shared broker's checks: fail under CI, else skip
 
     def free_port() -> str:
-        return subprocess.run(["bash", str(script), "free-port"], capture_output=True, text=True,
+        return subprocess.run(["bash", str(PULSAR_SH), "free-port"], capture_output=True, text=True,
                               check=True).stdout.strip()
 
     port, admin = free_port(), free_port()
-    env = {**os.environ, "EDBUS_PULSAR_DATA": str(tmp_path / "broker"), "EDBUS_PULSAR_PORT": port,
-           "EDBUS_PULSAR_ADMIN_PORT": admin}
+    data = tmp_path_factory.mktemp("broker")
+    env = {**os.environ, "EDBUS_PULSAR_DATA": str(data), "EDBUS_PULSAR_PORT": port, "EDBUS_PULSAR_ADMIN_PORT": admin}
+    broker = OwnBroker(data, env, f"pulsar://127.0.0.1:{port}?admin=http://127.0.0.1:{admin}&publish_timeout=120")
+    broker.run("start")
+    try:
+        yield broker
+    finally:
+        broker.run("stop")
 
-    def broker(command: str) -> None:
-        subprocess.run(["bash", str(script), command], env=env, check=True, timeout=180, capture_output=True)
 
-    broker("start")
-    b = open_backend(f"pulsar://127.0.0.1:{port}?admin=http://127.0.0.1:{admin}&publish_timeout=120")
+@pytest.mark.slow
+def test_an_append_while_the_broker_restarts_waits_for_it_and_is_stored_once(own_broker: OwnBroker) -> None:
+    """The broker stopped, then started again under an append."""
+    b = open_backend(f"{own_broker.url}&prefix=append-")
     try:
         b.append("t", [rec(1, "k")])
-        broker("stop")
+        own_broker.run("stop")
         errors: list[BaseException] = []
 
         def append() -> None:
@@ -205,10 +229,94 @@ def test_an_append_while_the_broker_restarts_waits_for_it_and_is_stored_once(tmp
 
         publishing = threading.Thread(target=append)
         publishing.start()
-        broker("start")
+        own_broker.run("start")
         publishing.join(150)
         assert not publishing.is_alive() and errors == []
         assert [m.record.id for m in b.read("t", StartAt(), 10)] == ["e1", "e2"]
     finally:
         b.close()
-        broker("stop")
+
+
+@pytest.mark.slow
+def test_a_consumer_running_while_the_broker_is_killed_and_restarted_goes_on_and_loses_nothing_acked(
+        own_broker: OwnBroker) -> None:
+    """A Bus consumer runs in a thread while a producer publishes; the broker is SIGKILLed, then started
+    again on the same data folder and ports. The consumer reconnects by itself (nobody restarts it):
+    every event whose publish returned is handled; an event is handled twice only if it was unacked at
+    the crash (handled before the broker was back, or in a publish that the crash interrupted)."""
+    from edbus import Bus, Event
+    from tests.events import SEQ, Seq
+
+    total, before = 300, 120
+    url = f"{own_broker.url}&prefix=consume-"
+    producing, consuming = Bus.from_url(url), Bus.from_url(url)
+    consumer = consuming.consumer("t", "s", lease=10.0)
+    handled: list[tuple[int, float]] = []
+    publishes: list[tuple[range, float, float]] = []  # events, started, returned
+    errors: list[BaseException] = []
+    lock = threading.Lock()
+    killed = threading.Event()
+
+    @consumer.handler(SEQ)
+    def record(event: Event[Seq]) -> None:
+        with lock:
+            handled.append((event.data.n, time.monotonic()))
+
+    def consume() -> None:
+        try:
+            consumer.run(install_signals=False)
+        except BaseException as exc:
+            errors.append(exc)
+
+    def publish() -> None:
+        try:
+            for base in range(0, total, 10):
+                if base == before:
+                    killed.wait(120)  # the rest is published while the broker is down or once it is back
+                started = time.monotonic()
+                producing.publish_many("t", [(SEQ, Seq(f"k{i % 7}", i)) for i in range(base, base + 10)])
+                publishes.append((range(base, base + 10), started, time.monotonic()))
+        except BaseException as exc:
+            errors.append(exc)
+
+    def count() -> int:
+        with lock:
+            return len({n for n, _ in handled})
+
+    consuming.backend.subscribe("t", "s", Mode.KEY_ORDERED, StartAt())
+    threads = [threading.Thread(target=consume), threading.Thread(target=publish)]
+    try:
+        for t in threads:
+            t.start()
+        eventually(lambda: count() >= before - 20, timeout=30)
+        crash = time.monotonic()
+        own_broker.kill()
+        killed.set()
+        own_broker.run("start")
+        back = time.monotonic()
+        try:
+            eventually(lambda: count() >= total or errors, timeout=90, interval=0.05)
+        except AssertionError:
+            state = consuming.backend._subs.get(("t", "s"))  # type: ignore[attr-defined]
+            log = (own_broker.data / "broker.log").read_text(errors="replace").splitlines()
+            problems = "\n".join([line for line in log if " ERROR " in line][-15:])
+            raise AssertionError(f"{count()} of {total} handled, {len(publishes)} publishes returned, "
+                                 f"consumer connected: {state and state.consumer.is_connected()}, "
+                                 f"held {state and len(state.held)}; the broker's last errors:\n{problems}") from None
+        assert errors == []
+        assert threads[0].is_alive()  # the consumer went on by itself
+    finally:
+        killed.set()
+        consumer.stop()
+        for t in threads:
+            t.join(60)
+        producing.close()
+        consuming.close()
+    ns = [n for n, _ in handled]
+    assert set(ns) == set(range(total))  # nothing whose publish returned is lost
+    first: dict[int, float] = {}
+    for n, at in handled:
+        first.setdefault(n, at)
+    interrupted = {n for events, started, returned in publishes if started < back and returned > crash for n in events}
+    twice = {n for n in ns if ns.count(n) > 1}
+    assert {n for n in twice if first[n] >= back} <= interrupted

@@ -16,7 +16,7 @@ import dataclasses
 import functools
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar, cast
 
 from edbus._rng import rng as _rng
@@ -27,6 +27,7 @@ from edbus.backends.pulsar.messages import to_message
 __all__ = ["Held", "SubState", "consumer_type"]
 
 _HISTORY_KEEP = 100
+_NOTHING = (-1, -1)
 
 
 _F = TypeVar("_F", bound=Callable[..., Any])
@@ -85,9 +86,17 @@ class SubState:
         self.consumer = consumer
         self.held: dict[str, Held] = {}  # by position, in arrival order
         self.lock = threading.RLock()  # threads of the process may share a backend
+        # one receiving thread at a time: two threads' receive calls could return in one order and
+        # reach ``held`` in the other, putting a later event of a key before an earlier one
+        self.receiving = threading.Lock()
         self.owner: str | None = None  # exclusive: the named consumer that holds the subscription
         self.owner_expires = 0.0
         self.first_wait = 0.0  # set by the backend: how long the next fetch waits for a first message
+        self.trusted_until = 0.0  # set by the backend: until when (monotonic) the subscription needs no check
+        self.closed = False  # replaced by a new consumer (or unsubscribed): fetches and acks on it do nothing
+        self.disconnected_since = 0.0  # set by the backend: when (monotonic) it saw the consumer disconnected
+        self.received: dict[str, tuple[int, int]] = {}  # per (full) topic: the last (ledger, entry) received
+        self.gave_up: dict[str, tuple[int, int]] = {}  # per topic: an appended message a fetch stopped waiting for
         self.version = 0  # bumped by every change of ``held`` or of a lease (``drain`` rescans on one)
 
     # -- receiving ---------------------------------------------------------------------------
@@ -96,31 +105,63 @@ class SubState:
         return self._receive(timeout) is not None
 
     def _receive(self, timeout: float) -> Held | None:
-        """Take one message into ``held`` and return its entry; ``None`` on timeout."""
+        """Take one message into ``held`` and return its entry; ``None`` on timeout (``timeout`` 0: only
+        a message already in the client's queue)."""
+        started = time.monotonic()
+        if not (self.receiving.acquire(timeout=timeout) if timeout > 0 else self.receiving.acquire(False)):
+            return None
+        try:
+            return self._receive_one(timeout - (time.monotonic() - started))
+        finally:
+            self.receiving.release()
+
+    def _receive_one(self, timeout: float) -> Held | None:
         import pulsar
 
         try:
-            msg = self.consumer.receive(timeout_millis=max(1, int(timeout * 1000)))
+            msg = self.consumer.receive(timeout_millis=0 if timeout <= 0 else max(1, int(timeout * 1000)))
         except pulsar.Timeout:
             return None
         except BaseException:
+            if self.closed:
+                return None  # closed by another thread meanwhile: what it held comes again to its successor
             with pulsar_errors(f"receive on {self.topic}/{self.subscription}"):
                 raise
             raise
         message = to_message(msg, self.topic)
         held = Held(msg, message, msg.redelivery_count())
+        msg_id, topic = msg.message_id(), msg.topic_name()
+        at = (msg_id.ledger_id(), msg_id.entry_id())
         with self.lock:
+            if self.closed:
+                return None
+            if at > self.received.get(topic, _NOTHING):
+                self.received[topic] = at
             replaced = message.position in self.held
             self.held[message.position] = held
             self.version += 1
             held.fresh = not replaced
         return held
 
-    def drain(self, consumer: str, want: int, first_wait: float, gap: float, most: float) -> None:
+    def _awaited(self, expect: Mapping[str, tuple[int, int]]) -> bool:
+        """Whether a message this process appended (``expect``: topic → its (ledger, entry)) has not come
+        yet, and no fetch gave up waiting for it (it may have gone to another process's consumer)."""
+        return any(self.received.get(topic, _NOTHING) < at and self.gave_up.get(topic) != at
+                   for topic, at in expect.items())
+
+    def _give_up(self, expect: Mapping[str, tuple[int, int]]) -> None:
+        with self.lock:
+            self.gave_up.update(expect)
+
+    def drain(self, consumer: str, want: int, first_wait: float, gap: float, most: float,
+              expect: Mapping[str, tuple[int, int]]) -> None:
         """Receive until ``consumer`` could lease ``want``: waiting up to ``first_wait`` while it could
         lease none, then ``gap`` for each next message (what the broker dispatched together arrives
-        together), for ``most`` seconds in all once one is leasable (a busy topic never makes a fetch
-        wait for a whole batch).
+        together), for ``most`` seconds in all from the first leasable one (a busy topic never makes a
+        fetch wait for a whole batch). While the last message this process appended to the topic
+        (``expect``) has not come, it waits for it up to ``most`` instead of ``gap``: the broker may
+        dispatch the messages of one append up to ~10 ms apart (its new-entries check delay), and a fetch
+        right after an append sees all of it.
 
         What is leasable is counted by one scan of ``held`` (``_scan``), then kept up to date per
         message received: a new message at the end of ``held`` is leasable unless its key is blocked
@@ -128,28 +169,39 @@ class SubState:
         lease, ack, nack or extend by another thread, a lease or retry coming due, a redelivery of a
         held message) makes it scan again."""
         start = time.monotonic()
+        collecting = 0.0  # when the first leasable message was in hand
+        awaited = False
         with self.lock:
             scan = self._scan(consumer, want, time.time())
         leasable = scan.count
         while leasable < want:
+            now = time.monotonic()
             if leasable == 0:
-                wait = first_wait - (time.monotonic() - start)
+                wait = first_wait - (now - start)
+                if wait <= 0:
+                    return
             else:
-                wait = min(gap, most - (time.monotonic() - start))
-            if wait <= 0:
-                return
+                collecting = collecting or now
+                awaited = bool(expect) and self._awaited(expect)
+                wait = most - (now - collecting) if awaited else min(gap, most - (now - collecting))
+                if wait <= 0:
+                    if awaited:
+                        self._give_up(expect)
+                    return
             held = self._receive(wait)
             if held is None:
+                if leasable and awaited:
+                    self._give_up(expect)
                 return
             with self.lock:
-                now = time.time()
-                if held.fresh and self.version == scan.version + 1 and now < scan.due:
+                wall = time.time()
+                if held.fresh and self.version == scan.version + 1 and wall < scan.due:
                     scan.version = self.version
                     if not scan.stopped and not (self.mode is Mode.KEY_ORDERED
                                                  and held.message.record.key in scan.blocked):
                         scan.count += 1
                 else:
-                    scan = self._scan(consumer, want, now)
+                    scan = self._scan(consumer, want, wall)
                 leasable = scan.count
 
     # -- leasing -----------------------------------------------------------------------------
@@ -234,7 +286,7 @@ class SubState:
     @_locked
     def ack_many(self, handles: Sequence[tuple[str, int]]) -> None:
         """``ack`` of each (position, token), in order, under one hold of the lock."""
-        held = self.held
+        held = self.held  # empty once closed: acks of a replaced consumer's leases do nothing
         with pulsar_errors(f"ack on {self.topic}/{self.subscription}"):
             for position, token in handles:
                 h = held.get(position)
@@ -269,6 +321,7 @@ class SubState:
 
     @_locked
     def close(self) -> None:
+        self.closed = True
         self.held.clear()
         self.version += 1
         with contextlib.suppress(BaseException):

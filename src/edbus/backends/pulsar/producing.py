@@ -25,6 +25,15 @@ __all__ = ["Producers"]
 _RECENT = 100_000  # event ids remembered per topic for dedupe of retried appends in this process
 
 
+def _position(msg_id: Any) -> tuple[int, int] | None:
+    try:
+        return msg_id.ledger_id(), msg_id.entry_id()
+    except BaseException as exc:  # PulsarException may be a BaseException
+        if isinstance(exc, KeyboardInterrupt | SystemExit):
+            raise
+        return None
+
+
 class Producers:
     def __init__(self, holder: ClientHolder, publish_timeout: float) -> None:
         self.holder = holder
@@ -33,11 +42,15 @@ class Producers:
         self._recent: dict[str, collections.OrderedDict[str, bytes]] = {}
         self._lock = threading.Lock()
         self._pid = os.getpid()
+        # (ledger, entry) of the last message this process appended to each topic: a fetch in this process
+        # waits for it a little longer (so a fetch right after an append sees all of it)
+        self.last_sent: dict[str, tuple[int, int]] = {}
 
     def _producer(self, full_topic: str) -> Any:
         if self._pid != os.getpid() or self.holder.fresh:
             self._producers.clear()  # built on another process's client
             self._recent.clear()
+            self.last_sent.clear()
             self._pid = os.getpid()
         producer = self._producers.get(full_topic)
         if producer is None:
@@ -101,7 +114,10 @@ class Producers:
             while sent < len(todo):
                 try:
                     producer = self._producer(full_topic)
-                    sent += self._send(producer, todo[sent:], props[sent:], deliver_after)
+                    done, last = self._send(producer, todo[sent:], props[sent:], deliver_after)
+                    sent += done
+                    if last is not None:
+                        self.last_sent[full_topic] = last
                 except StoreUnavailableError as exc:
                     self._drop(full_topic)
                     if time.monotonic() + delay > deadline:
@@ -114,8 +130,9 @@ class Producers:
                 self._remember(full_topic, todo, digests)
 
     def _send(self, producer: Any, records: Sequence[Record], props: Sequence[dict[str, str]],
-              deliver_after: float | None) -> int:
-        """Send in order; returns how many were acked by the broker before a failure (or all)."""
+              deliver_after: float | None) -> tuple[int, tuple[int, int] | None]:
+        """Send in order; returns how many were acked by the broker before a failure (or all), and the
+        (ledger, entry) of the last of them."""
         import datetime as dt
 
         extra: dict[str, Any] = {}
@@ -124,15 +141,16 @@ class Producers:
         if len(records) == 1:
             r = records[0]
             with pulsar_errors(f"publish to {producer.topic()}"):
-                producer.send(r.payload, properties=props[0], partition_key=r.key, **extra)
-            return 1
+                sent = producer.send(r.payload, properties=props[0], partition_key=r.key, **extra)
+            return 1, (sent.ledger_id(), sent.entry_id())
         results: list[Any] = [None] * len(records)
+        ids: list[Any] = [None] * len(records)
         done = threading.Semaphore(0)
 
         def callback(i: int) -> Any:
-            def on_sent(result: Any, _msg_id: Any) -> None:
+            def on_sent(result: Any, msg_id: Any) -> None:
                 # never raise here: the client's thread would swallow it or abort
-                results[i] = result
+                results[i], ids[i] = result, msg_id
                 done.release()
             return on_sent
 
@@ -148,8 +166,8 @@ class Producers:
             if result != pulsar.Result.Ok:
                 if i == 0:
                     raise StoreUnavailableError(f"publish to {producer.topic()}: {result}")
-                return i
-        return len(records)
+                return i, _position(ids[i - 1])
+        return len(records), _position(ids[-1])
 
     def close(self) -> None:
         if self._pid == os.getpid():
