@@ -128,10 +128,10 @@ class SubState:
             with pulsar_errors(f"receive on {self.topic}/{self.subscription}"):
                 raise
             raise
-        message = to_message(msg, self.topic)
+        msg_id = msg.message_id()
+        message = to_message(msg, self.topic, msg_id)
         held = Held(msg, message, msg.redelivery_count())
-        msg_id, topic = msg.message_id(), msg.topic_name()
-        at = (msg_id.ledger_id(), msg_id.entry_id())
+        at, topic = (msg_id.ledger_id(), msg_id.entry_id()), msg.topic_name()
         with self.lock:
             if self.closed:
                 return None
@@ -170,7 +170,7 @@ class SubState:
         held message) makes it scan again."""
         start = time.monotonic()
         collecting = 0.0  # when the first leasable message was in hand
-        awaited = False
+        awaited: bool | None = None  # whether this process's last appended message is still to come
         with self.lock:
             scan = self._scan(consumer, want, time.time())
         leasable = scan.count
@@ -182,7 +182,7 @@ class SubState:
                     return
             else:
                 collecting = collecting or now
-                awaited = bool(expect) and self._awaited(expect)
+                awaited = awaited is not False and bool(expect) and self._awaited(expect)  # once come, stays come
                 wait = most - (now - collecting) if awaited else min(gap, most - (now - collecting))
                 if wait <= 0:
                     if awaited:

@@ -34,11 +34,13 @@ def message_id(text: str) -> Any:
         raise ValidationError(f"bad position {text!r} for a Pulsar topic") from None
 
 
-def to_message(msg: Any, topic: str) -> Message:
-    """``topic`` is the edbus (short, unprefixed) name the message is reported under."""
+def to_message(msg: Any, topic: str, msg_id: Any = None) -> Message:
+    """``topic`` is the edbus (short, unprefixed) name the message is reported under; ``msg_id``: the
+    message's id if the caller has it already."""
     props = dict(msg.properties())
     event_id = props.pop(ID, "")
     event_type = props.pop(TYPE, "")
     key = msg.partition_key() or None
-    return Message(Record(event_id, event_type, key, props, bytes(msg.data())), topic, position(msg),
+    at = bytes((msg_id if msg_id is not None else msg.message_id()).serialize()).hex()
+    return Message(Record(event_id, event_type, key, props, bytes(msg.data())), topic, at,
                    msg.publish_timestamp() / 1000.0)
