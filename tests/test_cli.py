@@ -361,6 +361,12 @@ HANDLERS = '''
     def setup_nothing(consumer):
         pass
 
+    def setup_fallback(consumer):
+        def record_any(event):  # a fallback gets the data as the writer's schema decodes it: a dict
+            with open(OUT, "a") as f:
+                f.write(json.dumps([event.key, event.data["n"], event.attempt]) + "\\n")
+        consumer.add_fallback(record_any)
+
     def setup_crash(consumer):
         raise KeyError("boom")
 '''
@@ -387,6 +393,15 @@ def test_consume_runs_the_handler_module_until_max_events(bus: Bus, run: Run, ha
     assert sorted(handled) == [["a", 1, 1], ["a", 3, 1], ["b", 0, 1], ["b", 2, 1]]
     assert [n for key, n, _ in handled if key == "a"] == [1, 3]  # per-key order
     assert stats(run, "s")["backlog"] == 0
+
+
+def test_consume_runs_a_handler_module_that_registers_only_a_fallback(bus: Bus, run: Run,
+                                                                      handler_module: tuple[str, Path]) -> None:
+    name, out = handler_module
+    publish(bus, 2)
+    result = run("consume", "t", "s", "--handler", f"{name}:setup_fallback", "--max-events", "2", "--idle-exit", "20")
+    assert result.exit_code == 0, result.output
+    assert len(out.read_text().splitlines()) == 2
 
 
 def test_consume_handler_that_registers_nothing_or_crashes_is_one_line_error(

@@ -156,10 +156,11 @@ def consume(ctx: click.Context, topic: str, subscription: str, handler_spec: str
             last = traceback.extract_tb(exc.__traceback__)[-1]
             raise CliError(f"--handler {handler_spec} failed: {explain(exc)} "
                            f"({last.filename}:{last.lineno})") from None
-        if not consumer.handlers:
+        if not consumer.handlers and consumer.fallback is None:
             raise CliError(f"--handler {handler_spec} registered no handler "
-                           "(call consumer.add(EVENT_TYPE, function) in it)")
-    handled = ", ".join(sorted(consumer.handlers)) or "every event (--print)"
+                           "(call consumer.add(EVENT_TYPE, function) or consumer.add_fallback(function) in it)")
+    handled = ", ".join(sorted(consumer.handlers)) or ("every event (fallback)" if consumer.fallback is not None
+                                                       else "every event (--print)")
     with _logging(log_level) as log:
         log.info("consuming %s as %s (%s, %s): %s", consumer.topic, subscription, consumer.mode.value,
                  consumer.name, handled)
