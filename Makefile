@@ -12,8 +12,16 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e ".[dev]"
 	touch $(STAMP)
 
+# The demo with the xAPI feed: a Ralph LRS (scripts/ralph.sh, installed the first time) on a free port with
+# fresh data and a random password, stopped and removed at the end whatever happens.
 demo: $(STAMP)
-	$(BIN)/edbus demo
+	@ralph_data=$$(mktemp -d); \
+	export EDBUS_RALPH_DATA=$$ralph_data EDBUS_RALPH_PORT=$$(bash scripts/ralph.sh free-port) EDBUS_RALPH_USER=edbus \
+	       EDBUS_RALPH_PASSWORD=$$($(BIN)/python -c 'import secrets; print(secrets.token_hex(12))'); \
+	export EDBUS_LRS_PASSWORD=$$EDBUS_RALPH_PASSWORD; \
+	trap 'bash scripts/ralph.sh stop >/dev/null; rm -rf "$$ralph_data"' EXIT; trap 'exit 130' INT TERM; \
+	bash scripts/ralph.sh start && \
+	$(BIN)/edbus demo --lrs http://127.0.0.1:$$EDBUS_RALPH_PORT/xAPI/ --lrs-user $$EDBUS_RALPH_USER
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench

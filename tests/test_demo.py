@@ -43,6 +43,8 @@ def test_demo_exits_zero_with_replica_equal_to_source_poison_dead_lettered_and_n
                                        "--poison", "3", "--rate", "0", "--timeout", "25"])
 
     assert result.exit_code == 0, result.output
+    assert "xAPI feed: not run (no LRS" in result.output  # said in one line; no xapi process ran
+    assert "xapi-feed=" not in result.output and "xapi:" not in result.output
     assert re.search(r"replica equals source\s+yes", result.output)
     assert re.search(r"dead letters\s+3 in course-catalog\.replica\.dlq", result.output)
     assert re.search(r"rebuild by replay\s+yes", result.output)

@@ -4,16 +4,20 @@ A simulated Studio publishes the openedx-events content-authoring events edx-pla
 created, rerun, catalog info changed, XBlock published); a catalog service (``--replicas`` processes
 sharing a key_ordered subscription) keeps a replica in its own database; an audit service (a second,
 exclusive subscription) logs every event; poison changes end in the replica's dead-letter topic. Other
-services (``--service``, ``DEFAULT_SERVICES``) run beside them. Every process builds its own Bus. The run
-ends with a summary and exit code 0 only when every check passed.
+services (``--service``, ``DEFAULT_SERVICES``) run beside them; with ``--lrs``, the xAPI feed too
+(``edbus.apps.xapi.demo``: a simulated LMS's learning events become statements in that LRS). Every process
+builds its own Bus. The run ends with a summary and exit code 0 only when every check passed.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shutil
 import signal
 import tempfile
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +39,7 @@ __all__ = ["demo"]
 
 _SERVICE_FILES = ("studio.db", "replica.db", "audit.db")
 DEFAULT_SERVICES: tuple[str, ...] = ()  # "module:attribute" of DemoServices every demo runs beside the catalog
+XAPI_SERVICE = "edbus.apps.xapi.demo:SERVICE"  # run when an LRS is given (--lrs)
 
 
 def _render(p: Progress, replicas: int) -> Group:
@@ -139,6 +144,27 @@ def _store_url(ctx: click.Context, url: str | None, workdir: Path) -> str:
     return f"sqlite:///{workdir / 'bus.db'}"
 
 
+@contextlib.contextmanager
+def _lrs_environment(lrs: str | None, lrs_user: str | None) -> Iterator[None]:
+    """The xAPI service's processes (children of this one) find the LRS in the environment: set it for the
+    run, then restore it."""
+    if lrs is None:
+        yield
+        return
+    from edbus.apps.xapi.demo import ENV_LRS_URL, ENV_LRS_USER
+
+    saved = {name: os.environ.get(name) for name in (ENV_LRS_URL, ENV_LRS_USER)}
+    os.environ[ENV_LRS_URL], os.environ[ENV_LRS_USER] = lrs, lrs_user or ""
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
 @click.command(context_settings={"help_option_names": ["-h", "--help"]},
                short_help="Run the course catalog demo (Studio, replica, audit, dead letters, other services).")
 @click.option("--url", metavar="URL", help="The bus store. Default: a fresh store in the work directory "
@@ -162,6 +188,10 @@ def _store_url(ctx: click.Context, url: str | None, workdir: Path) -> str:
               help="The topic Studio sends the catalog signals to (on a fresh store: any).")
 @click.option("--service", "services", metavar="MODULE:ATTRIBUTE", multiple=True,
               help="Also run this DemoService (repeatable; edbus.apps.catalog.service.DemoService).")
+@click.option("--lrs", metavar="URL", help="Also run the xAPI feed: a simulated LMS publishes learning events, "
+              "the feed stores their statements in this LRS (its xAPI endpoint, e.g. http://127.0.0.1:8100/xAPI/), "
+              "the demo checks them. Password: $EDBUS_LRS_PASSWORD. `make demo` starts a Ralph LRS for it.")
+@click.option("--lrs-user", metavar="USER", help="The LRS's HTTP Basic user (with --lrs).")
 @click.option("--seed", type=int, default=2024, show_default=True, help="Seed of Studio's simulated activity.")
 @click.option("--chaos", is_flag=True,
               help="SIGKILL a replica process mid-run and start another: what it held is redelivered after "
@@ -170,8 +200,8 @@ def _store_url(ctx: click.Context, url: str | None, workdir: Path) -> str:
               help="Give up (and kill every process) after this many seconds.")
 @click.pass_context
 def demo(ctx: click.Context, url: str | None, workdir: Path | None, keep: bool, courses: int, changes: int,
-         poison: int, rate: float, replicas: int, topic: str, services: tuple[str, ...], seed: int, chaos: bool,
-         timeout: float) -> None:
+         poison: int, rate: float, replicas: int, topic: str, services: tuple[str, ...], lrs: str | None,
+         lrs_user: str | None, seed: int, chaos: bool, timeout: float) -> None:
     """Run the course catalog demo: a simulated Studio publishes openedx-events course catalog events, a
     catalog service keeps a replica in its own database, an audit service logs every event, poison changes
     end in the dead-letter topic, other services run beside them. Producers and consumers are separate
@@ -180,6 +210,10 @@ def demo(ctx: click.Context, url: str | None, workdir: Path | None, keep: bool, 
     Exit code 0 only when the replica equals Studio's catalog, the poison changes (and only they) are dead
     letters, the audit log is complete and in order, and every process stopped gracefully.
     """
+    if lrs is not None and (not lrs_user or not os.environ.get("EDBUS_LRS_PASSWORD")):
+        raise click.UsageError("--lrs needs --lrs-user and the password in $EDBUS_LRS_PASSWORD")
+    if lrs is not None:
+        services += (XAPI_SERVICE,)
     temporary = workdir is None
     if workdir is None:
         workdir = Path(tempfile.mkdtemp(prefix="edbus-demo-"))
@@ -193,8 +227,12 @@ def demo(ctx: click.Context, url: str | None, workdir: Path | None, keep: bool, 
     previous = _stop_on_sigterm()
     try:
         out.print(f"[bold]edbus demo[/bold]: store {config.url}, work directory {workdir}")
+        if XAPI_SERVICE in config.services:
+            out.print(f"xAPI feed: statements to the LRS at {lrs}" if lrs else "xAPI feed: on (--service)")
+        else:
+            out.print("xAPI feed: not run (no LRS: give one with --lrs URL --lrs-user USER; `make demo` starts one)")
         try:
-            with Live(console=out, refresh_per_second=8, transient=False) as live:
+            with _lrs_environment(lrs, lrs_user), Live(console=out, refresh_per_second=8, transient=False) as live:
                 report = run_demo(config, lambda p: live.update(_render(p, replicas)), timeout=timeout,
                                   chaos=chaos)
         finally:
