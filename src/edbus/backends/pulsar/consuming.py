@@ -84,6 +84,9 @@ class SubState:
         self.subscription = subscription
         self.mode = mode
         self.consumer = consumer
+        # pulsar-client's C++ consumer, under its Python wrapper (3.5: ``_consumer``): receiving and acking
+        # through it skips a wrapper object and a type check per message (~10 % of a fetch's time)
+        self.native = getattr(consumer, "_consumer", consumer)
         self.held: dict[str, Held] = {}  # by position, in arrival order
         self.lock = threading.RLock()  # threads of the process may share a backend
         # one receiving thread at a time: two threads' receive calls could return in one order and
@@ -119,7 +122,7 @@ class SubState:
         import pulsar
 
         try:
-            msg = self.consumer.receive(timeout_millis=0 if timeout <= 0 else max(1, int(timeout * 1000)))
+            msg = self.native.receive(0 if timeout <= 0 else max(1, int(timeout * 1000)))
         except pulsar.Timeout:
             return None
         except BaseException:
@@ -278,7 +281,7 @@ class SubState:
         if h is None:
             return False  # a stale lease: the message went to another consumer meanwhile
         with pulsar_errors(f"ack on {self.topic}/{self.subscription}"):
-            self.consumer.acknowledge(h.raw)
+            self.native.acknowledge(h.raw)
         del self.held[position]
         self.version += 1
         return True
@@ -292,7 +295,7 @@ class SubState:
                 h = held.get(position)
                 if h is None or h.token != token:
                     continue  # a stale lease: the message went to another consumer meanwhile
-                self.consumer.acknowledge(h.raw)
+                self.native.acknowledge(h.raw)
                 del held[position]
                 self.version += 1
 

@@ -37,7 +37,7 @@ def message_id(text: str) -> Any:
 def to_message(msg: Any, topic: str, msg_id: Any = None) -> Message:
     """``topic`` is the edbus (short, unprefixed) name the message is reported under; ``msg_id``: the
     message's id if the caller has it already."""
-    props = dict(msg.properties())
+    props = msg.properties()  # a new dict on every call (pybind11's copy of the C++ map): ours to change
     event_id = props.pop(ID, "")
     event_type = props.pop(TYPE, "")
     key = msg.partition_key() or None
