@@ -96,3 +96,12 @@ def test_lrs_without_a_user_or_password_is_a_usage_error(tmp_path: Path, ralph: 
 
     assert result.exit_code == 2
     assert "--lrs needs --lrs-user and the password in $EDBUS_LRS_PASSWORD" in result.output
+
+
+def test_an_lrs_that_refuses_the_credentials_stops_the_demo_before_it_starts(tmp_path: Path, ralph: Ralph) -> None:
+    result = CliRunner().invoke(demo, ["--workdir", str(tmp_path / "run"), "--lrs", ralph.endpoint, "--lrs-user",
+                                       USER], env={"EDBUS_LRS_PASSWORD": "not-the-password"})
+
+    assert result.exit_code == 1
+    assert "the LRS is not usable" in result.output and "HTTP 401" in result.output
+    assert not (tmp_path / "run").exists()  # nothing started

@@ -213,6 +213,13 @@ def demo(ctx: click.Context, url: str | None, workdir: Path | None, keep: bool, 
     if lrs is not None and (not lrs_user or not os.environ.get("EDBUS_LRS_PASSWORD")):
         raise click.UsageError("--lrs needs --lrs-user and the password in $EDBUS_LRS_PASSWORD")
     if lrs is not None:
+        from edbus.apps.xapi.demo import check_lrs
+        from edbus.apps.xapi.lrs import LrsConfig
+
+        try:
+            check_lrs(LrsConfig(lrs, lrs_user or "", os.environ.get("EDBUS_LRS_PASSWORD", ""), timeout=5.0))
+        except EdbusError as exc:
+            raise click.ClickException(str(exc)) from None
         services += (XAPI_SERVICE,)
     temporary = workdir is None
     if workdir is None:

@@ -27,6 +27,7 @@ from typing import Any
 
 from edbus import Bus
 from edbus.apps.catalog.service import DemoConfig, ServiceFigures, ServiceProcess, ServiceProgress
+from edbus.apps.xapi.errors import LrsUnavailableError
 from edbus.apps.xapi.feed import DEFAULT_TOPICS, FeedOptions, XapiFeed
 from edbus.apps.xapi.lms import LMS_DDL, planned_events, run_lms
 from edbus.apps.xapi.lrs import LrsClient, LrsConfig
@@ -34,7 +35,7 @@ from edbus.apps.xapi.statements import XapiConfig
 from edbus.errors import ConfigError
 
 __all__ = ["ENV_LRS_URL", "ENV_LRS_USER", "ENV_PASSWORD", "SERVICE", "SUBSCRIPTION", "XapiDemoService",
-           "lrs_from_env"]
+           "check_lrs", "lrs_from_env"]
 
 ENV_LRS_URL, ENV_LRS_USER, ENV_PASSWORD = "EDBUS_DEMO_LRS_URL", "EDBUS_DEMO_LRS_USER", "EDBUS_LRS_PASSWORD"
 SUBSCRIPTION = "xapi-feed"
@@ -48,6 +49,16 @@ def lrs_from_env(environ: Mapping[str, str] = os.environ) -> LrsConfig:
         raise ConfigError(f"the xAPI demo needs an LRS: set {', '.join(missing)} (edbus demo --lrs URL "
                           "--lrs-user USER, password in $EDBUS_LRS_PASSWORD)")
     return LrsConfig(environ[ENV_LRS_URL], environ[ENV_LRS_USER], environ[ENV_PASSWORD])
+
+
+def check_lrs(lrs: LrsConfig) -> None:
+    """Fail fast (``ConfigError``) when the LRS does not answer or refuses the credentials, instead of the
+    feed retrying every statement into the dead-letter topic. One page of nothing: statements since now."""
+    since = dt.datetime.now(dt.UTC).isoformat()
+    try:
+        LrsClient(lrs).statements(since=since)
+    except LrsUnavailableError as exc:
+        raise ConfigError(f"the LRS is not usable: {exc}") from None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
