@@ -171,7 +171,11 @@ class Consumer:
     def run(self, *, max_events: int | None = None, idle_timeout: float | None = None,
             install_signals: bool = True) -> int:
         """Consume until ``stop()``, SIGTERM/SIGINT, ``max_events`` processed, or ``idle_timeout`` seconds
-        without events. Returns how many events were processed (acked or dead-lettered)."""
+        without events. Returns how many events this run processed (acked or dead-lettered);
+        ``processed`` counts them over every run."""
+        base = self.processed
+        # max_events ends this run only: a later run() of this consumer processes up to its own max_events
+        target = None if max_events is None else base + max_events
         self.backend.subscribe(self.topic, self.subscription, self.mode, self.start)
         previous = self._install_signals() if install_signals else {}
         state = _RunState(self.lease)
@@ -181,13 +185,12 @@ class Consumer:
                 if self._signalled:
                     self._stop.set()
                 progressed = self._settle(state.in_flight) > 0
-                # max_events ends this run only: a later run() of this consumer goes on
-                finishing = self._stop.is_set() or (max_events is not None and self.processed >= max_events)
+                finishing = self._stop.is_set() or (target is not None and self.processed >= target)
                 if finishing:
                     if not state.in_flight:
                         break
                 else:
-                    progressed = self._fetch(state, pool, max_events) or progressed
+                    progressed = self._fetch(state, pool, target) or progressed
                 self._maintain(state)
                 if progressed:
                     state.idle_since = time.monotonic()
@@ -210,16 +213,17 @@ class Consumer:
             finally:
                 for sig, handler in previous.items():
                     signal.signal(sig, handler)
-        return self.processed
+        return self.processed - base
 
-    def _fetch(self, state: _RunState, pool: ThreadPoolExecutor, max_events: int | None) -> bool:
-        """Lease more events while fewer than twice the concurrency are in flight; False when none came."""
+    def _fetch(self, state: _RunState, pool: ThreadPoolExecutor, target: int | None) -> bool:
+        """Lease more events while fewer than twice the concurrency are in flight (and, with a ``target``
+        count of processed events, no more than it needs); False when none came."""
         room = self.concurrency * 2 - len(state.in_flight)
         if room <= 0 or (state.isolating and state.in_flight):
             return False
         limit = min(room, self.batch) if self.mode is Mode.SHARED else self.batch
-        if max_events is not None:
-            limit = max(1, min(limit, max_events - self.processed - len(state.in_flight)))
+        if target is not None:
+            limit = max(1, min(limit, target - self.processed - len(state.in_flight)))
         if state.isolating:
             limit = 1
         fetched = self._isolate(self.backend.fetch(self.topic, self.subscription, self.name, limit,
