@@ -279,3 +279,19 @@ def test_class_based_handlers_are_registered_with_add_handler(bus: Bus) -> None:
     consumer.add_handler(counter)
     consumer.run(max_events=3, install_signals=False)
     assert counter.seen == [0, 1, 2]
+
+
+def test_bus_administration_uses_the_bus_topic_names_with_their_prefix(url: str) -> None:
+    with Bus.from_url(url, topic_prefix="stage-") as bus:
+        bus.publish_many("t", [(SEQ, Seq("a", i)) for i in range(3)])
+        consumer = bus.consumer("t", "s")
+        seen: list[int] = []
+        consumer.handler(SEQ)(lambda e: seen.append(e.data.n))
+        consumer.run(max_events=3, install_signals=False)
+        assert [s.subscription for s in bus.subscriptions("t")] == ["s"]
+        assert any(t.topic == "stage-t" for t in bus.topics())
+        bus.seek("t", "s", "earliest")  # replay
+        consumer.run(max_events=3, install_signals=False)
+        assert seen == [0, 1, 2, 0, 1, 2]
+        bus.unsubscribe("t", "s")
+        eventually(lambda: not bus.subscriptions("t"), timeout=5)

@@ -6,7 +6,7 @@ import datetime as dt
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
-from edbus.backends import Backend, Message, Mode, Record, StartAt, open_backend
+from edbus.backends import Backend, Message, Mode, Record, StartAt, SubscriptionStats, TopicStats, open_backend
 from edbus.backends.base import check_subscription
 from edbus.bus.metrics import Metrics
 from edbus.bus.middleware import Middleware, MiddlewareChain
@@ -153,6 +153,25 @@ class Bus:
                 yield m, envelope, data
             seen += len(messages)
             after = messages[-1].position
+
+    # -- administration, in this bus's topic names (its prefix added) -------------------------------
+    def topics(self) -> list[TopicStats]:
+        """Every topic of the store with its event count and size (names as stored, prefix included)."""
+        return self.backend.topics()
+
+    def subscriptions(self, topic: str) -> list[SubscriptionStats]:
+        """The subscriptions of ``topic`` with their backlog, in-flight and dead-lettered counts."""
+        return self.backend.subscriptions(self.topic(topic))
+
+    def seek(self, topic: str, subscription: str, to: str | StartAt) -> None:
+        """Move a subscription's cursor (``earliest``, ``latest``, an ISO time or ``id:EVENT_ID``): replay or
+        skip. Raises ``NotFoundError`` for a subscription that does not exist."""
+        self.backend.seek(self.topic(topic), check_subscription(subscription),
+                          StartAt.parse(to) if isinstance(to, str) else to)
+
+    def unsubscribe(self, topic: str, subscription: str) -> None:
+        """Delete a subscription: its unacked events are no longer held for it."""
+        self.backend.unsubscribe(self.topic(topic), check_subscription(subscription))
 
     def close(self) -> None:
         self.backend.close()

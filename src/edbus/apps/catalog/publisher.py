@@ -19,7 +19,7 @@ from openedx_events.data import EventsMetadata
 from edbus import Bus
 from edbus.apps.catalog.signals import CATALOG_SIGNALS
 from edbus.backends import Record
-from edbus.openedx.serialization import SignalCodec
+from edbus.openedx import SignalCodec
 
 __all__ = ["SignalPublisher"]
 

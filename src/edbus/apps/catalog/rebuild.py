@@ -32,7 +32,7 @@ def rebuild(bus: Bus, topic: str, path: Path, *, subscription: str, concurrency:
     with ``CatalogReplica.register``); else delete it. ``durable=False`` commits without waiting for the
     disk (``synchronous=NORMAL``): a rebuild interrupted by a power loss is started again from scratch.
     """
-    if any(s.subscription == subscription for s in bus.backend.subscriptions(bus.topic(topic))):
+    if any(s.subscription == subscription for s in bus.subscriptions(topic)):
         raise ConfigError(f"subscription {subscription!r} of {topic!r} exists: a rebuild needs a new one")
     if path.exists() and path.stat().st_size:
         raise ConfigError(f"{path} exists: a rebuild starts from an empty replica")
@@ -49,4 +49,4 @@ def rebuild(bus: Bus, topic: str, path: Path, *, subscription: str, concurrency:
     finally:
         replica.close()
         if not keep_subscription:
-            bus.backend.unsubscribe(bus.topic(topic), subscription)
+            bus.unsubscribe(topic, subscription)

@@ -148,7 +148,7 @@ def compare_catalogs(source: dict[str, CourseRow], replica: dict[str, CourseRow]
 def _subscription(bus: Bus, config: DemoConfig, name: str, db: Database, recorded: int,
                   mode: str) -> SubscriptionReport:
     runs = read_runs(db)
-    stats = {s.subscription: s for s in bus.backend.subscriptions(bus.topic(config.topic))}.get(name)
+    stats = {s.subscription: s for s in bus.subscriptions(config.topic)}.get(name)
     return SubscriptionReport(
         name=name, mode=mode, processes=len(runs), recorded=recorded,
         deliveries=sum(r["processed"] for r in runs), retries=sum(r["retried"] for r in runs),
@@ -180,7 +180,7 @@ def build_report(config: DemoConfig, bus: Bus, planned: int) -> DemoReport:
         source, copy = read_courses(studio), replica.courses()
         applied = replica.applied_ids()
         latencies = replica.latencies()
-        topic = {t.topic: t for t in bus.backend.topics()}.get(bus.topic(config.topic))
+        topic = {t.topic: t for t in bus.topics()}.get(bus.topic(config.topic))
         return DemoReport(
             planned=planned, published=topic.events if topic else 0, by_type=by_type, poison_ids=poison_ids,
             replica=_subscription(bus, config, REPLICA_SUBSCRIPTION, replica.db, len(applied), "key_ordered"),

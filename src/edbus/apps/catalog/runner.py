@@ -139,8 +139,8 @@ def _poll(bus: Bus, config: DemoConfig, phase: str, started: float, planned: int
           services: list[tuple[str, DemoService]]) -> tuple[Progress, bool]:
     """The progress, as the bus sees it, and whether every subscription is caught up."""
     topic = bus.topic(config.topic)
-    published = sum(t.events for t in bus.backend.topics() if t.topic == topic)
-    subs = {s.subscription: s for s in bus.backend.subscriptions(topic)}
+    published = sum(t.events for t in bus.topics() if t.topic == topic)
+    subs = {s.subscription: s for s in bus.subscriptions(config.topic)}
     replica, audit = subs.get(REPLICA_SUBSCRIPTION), subs.get(AUDIT_SUBSCRIPTION)
     progress = Progress(
         phase, time.monotonic() - started, planned, published,
@@ -174,7 +174,7 @@ def run_demo(config: DemoConfig, on_progress: Callable[[Progress], None] = lambd
     bus = config.open_bus("openedx/demo/supervisor")
     supervisor = Supervisor(config)
     try:
-        existing = [t for t in bus.backend.topics() if t.topic == bus.topic(config.topic) and t.events]
+        existing = [t for t in bus.topics() if t.topic == bus.topic(config.topic) and t.events]
         if existing:
             raise ConfigError(f"topic {config.topic!r} in {config.url} already has {existing[0].events} events: "
                               "use a fresh store or another --topic")
