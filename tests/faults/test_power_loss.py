@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from edbus.backends import open_backend
 from edbus.backends.sqlite import SqliteBackend
 from edbus.errors import ConfigError
 from tests.conftest import eventually
@@ -146,14 +147,16 @@ def test_writer_sigkill_alone_loses_nothing_even_with_synchronous_normal(tmp_pat
 
 def test_synchronous_option_sets_the_appends_pragma_and_refuses_other_values(tmp_path: Path) -> None:
     for option, pragma in (("", 2), ("?synchronous=full", 2), ("?synchronous=NORMAL", 1)):
-        backend = SqliteBackend.from_url(f"sqlite:///{tmp_path}/s.db{option}")
+        backend = open_backend(f"sqlite:///{tmp_path}/s.db{option}")
+        assert isinstance(backend, SqliteBackend)
         with backend.conn.transaction(durable=True) as db:
             assert db.execute("PRAGMA synchronous").fetchone()[0] == pragma
         backend.close()
+    assert sorted(p.name for p in tmp_path.iterdir() if "?" in p.name or p.name == "s.db") == ["s.db"]
     with pytest.raises(ConfigError, match=r"synchronous='off': use full .* or normal"):
-        SqliteBackend.from_url(f"sqlite:///{tmp_path}/s.db?synchronous=off")
+        open_backend(f"sqlite:///{tmp_path}/s.db?synchronous=off")
     with pytest.raises(ConfigError, match="unknown option 'sync'"):
-        SqliteBackend.from_url(f"sqlite:///{tmp_path}/s.db?sync=normal")
+        open_backend(f"sqlite:///{tmp_path}/s.db?sync=normal")
 
 
 def backlog(disk: SimulatedDisk) -> int:

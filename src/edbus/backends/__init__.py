@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from urllib.parse import urlsplit
 
 from edbus.backends.base import (
@@ -32,20 +31,15 @@ def default_url() -> str:
 
 
 def open_backend(url: str | None = None, *, create: bool = True) -> Backend:
-    """``sqlite:///path`` (absolute: ``sqlite:////abs/path``, or relative ``sqlite:///rel.db``), or
+    """``sqlite:///path`` (absolute: ``sqlite:////abs/path``, or relative ``sqlite:///rel.db``; option
+    ``?synchronous=full|normal``, docs/operations.md), or
     ``pulsar://host:6650?admin=http://host:8080&tenant=public&namespace=default&prefix=`` (docs/pulsar.md)."""
     url = url or default_url()
     parts = urlsplit(url)
     if parts.scheme == "sqlite":
-        raw = url[len("sqlite://"):]
-        if not raw.startswith("/") or raw == "/":
-            raise ConfigError(f"bad URL {url!r}: use sqlite:///relative/path.db or sqlite:////absolute/path.db")
-        path = raw[1:]
-        if not path or path == ":memory:":
-            raise ConfigError(f"bad URL {url!r}: the embedded store needs a file path")
         from edbus.backends.sqlite import SqliteBackend
 
-        return SqliteBackend(Path(path).expanduser(), create=create)
+        return SqliteBackend.from_url(url, create=create)
     if parts.scheme == "pulsar":
         try:
             import pulsar  # noqa: F401
