@@ -104,6 +104,8 @@ def test_a_real_full_tmpfs_behaves_as_the_shim_says(tmp_path: Path) -> None:
     small = tmp_path / "small"
     problem = mount_tmpfs(small, "2m")
     if problem is not None:
+        if os.environ.get("CI") == "true":  # CI runs as root on the same kind of machine: it can mount
+            pytest.fail(f"CI needs the real disk-full check: {problem}")
         pytest.skip(problem)
     try:
         db, log = small / "edbus.db", tmp_path / "publish.log"
