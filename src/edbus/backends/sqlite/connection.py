@@ -201,11 +201,18 @@ class Checkpointer:
     SQLite's automatic checkpoint runs inside whichever commit crosses the threshold, adding tens of
     milliseconds to that publish or ack; a PASSIVE checkpoint here blocks neither writers nor readers.
     Every process with the store open runs one, so the WAL is kept short while anyone uses it.
+
+    Under a writer that never pauses, a PASSIVE checkpoint never catches up with the last frame, so the WAL
+    never starts over and grows without end (300 MB in 15 s measured). Past ``wal_limit`` bytes a TRUNCATE
+    checkpoint waits for the current writer (at most the 1 s busy timeout), copies the rest and empties
+    the file: writers pause for that moment instead of the disk filling.
     """
 
-    def __init__(self, path: Path, interval: float = 0.2) -> None:
+    def __init__(self, path: Path, interval: float = 0.2, wal_limit: int = 64 << 20) -> None:
         self.path = path
         self.interval = interval
+        self.wal_limit = wal_limit
+        self._wal = path.with_name(path.name + "-wal")
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="edbus-checkpoint", daemon=True)
         self._thread.start()
@@ -221,11 +228,19 @@ class Checkpointer:
             while not self._stop.wait(self.interval):
                 try:
                     db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                    if self._wal_size() > self.wal_limit:
+                        db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
                     failures = 0
                 except sqlite3.Error as exc:
                     failures += 1
                     if failures in (1, 100):  # a full disk or a lost file: say so, do not flood the log
                         log.warning("edbus store %s: checkpoint failed: %s", self.path, exc)
+
+    def _wal_size(self) -> int:
+        try:
+            return self._wal.stat().st_size
+        except FileNotFoundError:
+            return 0
 
     def stop(self) -> None:
         self._stop.set()

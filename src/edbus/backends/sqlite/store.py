@@ -137,7 +137,7 @@ class SqliteBackend(Backend):
                        (topic, subscription, mode.value, cursor, now))
 
     def unsubscribe(self, topic: str, subscription: str) -> None:
-        with self.conn.transaction() as db:
+        with self.conn.transaction(durable=True) as db:  # an operator's decision: a power loss must not undo it
             sub, _ = self._sub(db, topic, subscription)
             db.execute("DELETE FROM deliveries WHERE sub=?", (sub,))
             db.execute("DELETE FROM consumers WHERE sub=?", (sub,))
@@ -305,7 +305,7 @@ class SqliteBackend(Backend):
 
     # -- replay and readers ------------------------------------------------------------------
     def seek(self, topic: str, subscription: str, start: StartAt) -> None:
-        with self.conn.transaction() as db:
+        with self.conn.transaction(durable=True) as db:  # a replay a power loss undid would be lost silently
             sub, _ = self._sub(db, topic, subscription)
             cursor = self._position(db, topic, start)
             db.execute("DELETE FROM deliveries WHERE sub=?", (sub,))
