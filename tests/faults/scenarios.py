@@ -149,7 +149,9 @@ def run(scenario: Scenario, backend: str, seed: int, duration: float, workdir: P
             schedule = build_schedule(seed, duration, scenario.faults, mean_interval=scenario.mean_interval,
                                       producers=scenario.producers, consumers=scenario.consumers,
                                       down=scenario.down)
-            _inject(fleet, schedule, duration, runner_log, problems, scenario.settle)
+            # nothing to inject nor publish (backlog): straight to the drain, which times the catch-up
+            phase = duration if scenario.faults or scenario.producers else 0.0
+            _inject(fleet, schedule, phase, runner_log, problems, scenario.settle)
             for w in fleet.producers:
                 if w.stop(timeout=360) != 0:
                     problems.append(f"producer {w.name} did not stop cleanly: {w.errors()[-500:]}")

@@ -25,19 +25,26 @@ def build_schedule(seed: int, duration: float, kinds: Sequence[str], *, mean_int
                    producers: int, consumers: int, min_gap: float = 0.5,
                    down: tuple[float, float] = (0.0, 1.0), quiet_tail: float = 1.0) -> tuple[Fault, ...]:
     """Faults at exponentially distributed intervals (mean ``mean_interval``, at least ``min_gap``
-    apart), none in the last ``quiet_tail`` seconds; each of a kind, target and downtime drawn from
-    ``seed``."""
+    apart), none in the last ``quiet_tail`` seconds, at least one when there is room; each of a kind,
+    target and downtime drawn from ``seed``."""
     unknown = set(kinds) - set(FAULT_KINDS)
     if unknown:
         raise ValueError(f"unknown fault kind(s) {sorted(unknown)}")
     rng = random.Random(seed)
     faults: list[Fault] = []
+    end = duration - quiet_tail
+
+    def draw(at: float) -> Fault:
+        kind = rng.choice(list(kinds))
+        count = {"kill_producer": producers, "kill_consumer": consumers}.get(kind, 1)
+        return Fault(round(at, 3), kind, rng.randrange(count), round(rng.uniform(*down), 3))
+
     t = 0.0
     while kinds:
         t += max(min_gap, rng.expovariate(1.0 / mean_interval))
-        if t > duration - quiet_tail:
+        if t > end:
             break
-        kind = rng.choice(list(kinds))
-        count = {"kill_producer": producers, "kill_consumer": consumers}.get(kind, 1)
-        faults.append(Fault(round(t, 3), kind, rng.randrange(count), round(rng.uniform(*down), 3)))
+        faults.append(draw(t))
+    if kinds and not faults and end > min_gap:  # a short run still gets one fault
+        faults.append(draw(rng.uniform(min_gap, end)))
     return tuple(faults)
