@@ -16,9 +16,11 @@ from pathlib import Path
 
 import pytest
 
+from edbus import Bus, Event
 from edbus.backends import Backend, Mode, Record, StartAt, open_backend
 from edbus.errors import StoreUnavailableError
 from tests.conftest import backend_url, eventually
+from tests.events import SEQ, Seq
 
 
 @pytest.fixture
@@ -176,14 +178,29 @@ def test_threads_sharing_one_backend_get_every_event_once_and_keys_in_order(back
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class OwnBroker:
-    """A broker of the module's own (its own data folder and ports), for tests that stop or kill it."""
+    """A broker of the module's own (its own data folder and ports), for tests that stop or kill it.
+
+    ``since_clean_start``: whether anything was written to the namespace's topic-policies system topic
+    (``__change_events``) since the broker last started after a clean stop. Pulsar 3.0.7 standalone,
+    SIGKILLed with that topic's ledger holding entries, can come back unable to read it ("LastConfirmedEntry
+    is null when reading ledger N", retried every 15 s) and then loads no topic of the namespace at all —
+    a broker-side recovery failure, not what the consumer test is about; see ``policies_closed``."""
 
     data: Path
     env: dict[str, str]
     url: str
+    since_clean_start: list[bool] = dataclasses.field(default_factory=lambda: [False])
 
     def run(self, command: str) -> None:
         subprocess.run(["bash", str(PULSAR_SH), command], env=self.env, check=True, timeout=180, capture_output=True)
+        if command == "start":
+            self.since_clean_start[0] = False
+
+    def policies_closed(self) -> None:
+        """A clean restart if a topic policy was written since the last one (its ledger is then closed)."""
+        if self.since_clean_start[0]:
+            self.run("stop")
+            self.run("start")
 
     def kill(self) -> None:
         """SIGKILL, as a crash: no clean shutdown of the broker, its bookie or its metadata store."""
@@ -206,6 +223,12 @@ def own_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OwnBroker]:
     env = {**os.environ, "EDBUS_PULSAR_DATA": str(data), "EDBUS_PULSAR_PORT": port, "EDBUS_PULSAR_ADMIN_PORT": admin}
     broker = OwnBroker(data, env, f"pulsar://127.0.0.1:{port}?admin=http://127.0.0.1:{admin}&publish_timeout=120")
     broker.run("start")
+    # the consumer test's event type registered (its schema and the topic policy that carries its
+    # compatibility rule) before the restarts of the tests, which then close that policy's ledger
+    registering = Bus.from_url(f"{broker.url}&prefix=consume-")
+    registering.publish("registered", SEQ, Seq("k", -1))
+    registering.close()
+    broker.since_clean_start[0] = True
     try:
         yield broker
     finally:
@@ -244,9 +267,7 @@ def test_a_consumer_running_while_the_broker_is_killed_and_restarted_goes_on_and
     again on the same data folder and ports. The consumer reconnects by itself (nobody restarts it):
     every event whose publish returned is handled; an event is handled twice only if it was unacked at
     the crash (handled before the broker was back, or in a publish that the crash interrupted)."""
-    from edbus import Bus, Event
-    from tests.events import SEQ, Seq
-
+    own_broker.policies_closed()  # no-op after the append test's restart
     total, before = 300, 120
     url = f"{own_broker.url}&prefix=consume-"
     producing, consuming = Bus.from_url(url), Bus.from_url(url)

@@ -157,10 +157,13 @@ class PulsarBackend(Backend):
                 not state.disconnected_since or now - state.disconnected_since < _RECONNECT_GRACE):
             state.trusted_until = now + _RECHECK
             return state
+        if state is not None and state.mode is not mode:
+            self._forget(topic, subscription)  # deleted and created again in another mode meanwhile
+            state = None
         try:
             fresh = self._subscribe(topic, subscription, mode, now)
         except StoreError:
-            if state is None or state.mode is not mode:
+            if state is None:
                 raise
             return state  # the broker is not ready for a new consumer yet: the next fetch tries again
         if state is not None:
