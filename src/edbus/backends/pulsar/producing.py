@@ -34,6 +34,21 @@ def _position(msg_id: Any) -> tuple[int, int] | None:
         return None
 
 
+def _message(record: Record, props: dict[str, str], after: Any) -> Any:
+    """The client's C++ message for a record, each field set by one call: pulsar-client's Python
+    ``send_async`` checks ten argument types and sets each of the ~15 properties by a call of its own."""
+    import _pulsar
+
+    builder = _pulsar.MessageBuilder()
+    builder.content(record.payload)
+    builder.properties(props)
+    if record.key:
+        builder.partition_key(record.key)
+    if after is not None:
+        builder.deliver_after(after)
+    return builder.build()
+
+
 class Producers:
     def __init__(self, holder: ClientHolder, publish_timeout: float) -> None:
         self.holder = holder
@@ -135,13 +150,15 @@ class Producers:
         (ledger, entry) of the last of them."""
         import datetime as dt
 
-        extra: dict[str, Any] = {}
-        if deliver_after:
-            extra["deliver_after"] = dt.timedelta(seconds=deliver_after)
+        after = dt.timedelta(seconds=deliver_after) if deliver_after else None
+        native = getattr(producer, "_producer", None)  # pulsar-client 3.5's C++ producer, under its wrapper
         if len(records) == 1:
             r = records[0]
             with pulsar_errors(f"publish to {producer.topic()}"):
-                sent = producer.send(r.payload, properties=props[0], partition_key=r.key, **extra)
+                if native is not None:
+                    sent = native.send(_message(r, props[0], after))
+                else:
+                    sent = producer.send(r.payload, properties=props[0], partition_key=r.key, deliver_after=after)
             return 1, (sent.ledger_id(), sent.entry_id())
         results: list[Any] = [None] * len(records)
         ids: list[Any] = [None] * len(records)
@@ -156,7 +173,11 @@ class Producers:
 
         with pulsar_errors(f"publish to {producer.topic()}"):
             for i, r in enumerate(records):
-                producer.send_async(r.payload, callback(i), properties=props[i], partition_key=r.key, **extra)
+                if native is not None:
+                    native.send_async(_message(r, props[i], after), callback(i))
+                else:
+                    producer.send_async(r.payload, callback(i), properties=props[i], partition_key=r.key,
+                                        deliver_after=after)
             producer.flush()
         for _ in records:
             done.acquire()
