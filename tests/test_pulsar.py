@@ -11,6 +11,7 @@ import signal
 import subprocess
 import threading
 import time
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,7 +19,8 @@ import pytest
 
 from edbus import Bus, Event
 from edbus.backends import Backend, Mode, Record, StartAt, open_backend
-from edbus.errors import StoreUnavailableError
+from edbus.backends.pulsar.admin import Admin
+from edbus.errors import NotFoundError, StoreError, StoreUnavailableError
 from tests.conftest import backend_url, eventually
 from tests.events import SEQ, Seq
 
@@ -178,29 +180,33 @@ def test_threads_sharing_one_backend_get_every_event_once_and_keys_in_order(back
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class OwnBroker:
-    """A broker of the module's own (its own data folder and ports), for tests that stop or kill it.
-
-    ``since_clean_start``: whether anything was written to the namespace's topic-policies system topic
-    (``__change_events``) since the broker last started after a clean stop. Pulsar 3.0.7 standalone,
-    SIGKILLed with that topic's ledger holding entries, can come back unable to read it ("LastConfirmedEntry
-    is null when reading ledger N", retried every 15 s) and then loads no topic of the namespace at all —
-    a broker-side recovery failure, not what the consumer test is about; see ``policies_closed``."""
+    """A broker of the module's own (its own data folder and ports), for tests that stop or kill it."""
 
     data: Path
     env: dict[str, str]
     url: str
-    since_clean_start: list[bool] = dataclasses.field(default_factory=lambda: [False])
 
     def run(self, command: str) -> None:
         subprocess.run(["bash", str(PULSAR_SH), command], env=self.env, check=True, timeout=180, capture_output=True)
-        if command == "start":
-            self.since_clean_start[0] = False
 
-    def policies_closed(self) -> None:
-        """A clean restart if a topic policy was written since the last one (its ledger is then closed)."""
-        if self.since_clean_start[0]:
-            self.run("stop")
-            self.run("start")
+    def serves(self, topic: str, timeout: float) -> bool:
+        """Whether the broker loads ``topic`` (its admin stats answer) within ``timeout`` seconds."""
+        admin = Admin(self.url.split("admin=")[1].split("&")[0], "public/default", timeout=5)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                admin.stats(topic)
+                return True
+            except (StoreError, NotFoundError):
+                time.sleep(0.5)  # poll interval while the broker loads the topic
+        return False
+
+    def policies_unreadable(self) -> bool:
+        """The broker's log shows it cannot read the namespace's topic-policies system topic: Pulsar 3.0.7
+        standalone, SIGKILLed, sometimes comes back unable to read ``__change_events`` ("LastConfirmedEntry
+        is null when reading ledger N", retried every 15 s) and then loads no topic of the namespace."""
+        log = (self.data / "broker.log").read_text(errors="replace")
+        return "Failed to create reader on __change_events topic" in log
 
     def kill(self) -> None:
         """SIGKILL, as a crash: no clean shutdown of the broker, its bookie or its metadata store."""
@@ -223,12 +229,6 @@ def own_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OwnBroker]:
     env = {**os.environ, "EDBUS_PULSAR_DATA": str(data), "EDBUS_PULSAR_PORT": port, "EDBUS_PULSAR_ADMIN_PORT": admin}
     broker = OwnBroker(data, env, f"pulsar://127.0.0.1:{port}?admin=http://127.0.0.1:{admin}&publish_timeout=120")
     broker.run("start")
-    # the consumer test's event type registered (its schema and the topic policy that carries its
-    # compatibility rule) before the restarts of the tests, which then close that policy's ledger
-    registering = Bus.from_url(f"{broker.url}&prefix=consume-")
-    registering.publish("registered", SEQ, Seq("k", -1))
-    registering.close()
-    broker.since_clean_start[0] = True
     try:
         yield broker
     finally:
@@ -267,7 +267,6 @@ def test_a_consumer_running_while_the_broker_is_killed_and_restarted_goes_on_and
     again on the same data folder and ports. The consumer reconnects by itself (nobody restarts it):
     every event whose publish returned is handled; an event is handled twice only if it was unacked at
     the crash (handled before the broker was back, or in a publish that the crash interrupted)."""
-    own_broker.policies_closed()  # no-op after the append test's restart
     total, before = 300, 120
     url = f"{own_broker.url}&prefix=consume-"
     producing, consuming = Bus.from_url(url), Bus.from_url(url)
@@ -314,6 +313,13 @@ def test_a_consumer_running_while_the_broker_is_killed_and_restarted_goes_on_and
         own_broker.kill()
         killed.set()
         own_broker.run("start")
+        if not own_broker.serves("consume-t", timeout=30) and own_broker.policies_unreadable():
+            # Pulsar's own recovery failure (docs/pulsar.md, known problems): what an operator does,
+            # a clean restart; the consumer and the producer must then go on by themselves again
+            warnings.warn("the broker could not read __change_events after the crash: restarted it cleanly",
+                          stacklevel=1)
+            own_broker.run("stop")
+            own_broker.run("start")
         back = time.monotonic()
         try:
             eventually(lambda: count() >= total or errors, timeout=90, interval=0.05)
