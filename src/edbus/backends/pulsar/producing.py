@@ -149,7 +149,7 @@ class Producers:
         import datetime as dt
 
         after = dt.timedelta(seconds=deliver_after) if deliver_after else None
-        native = getattr(producer, "_producer", None)  # pulsar-client 3.5's C++ producer, under its wrapper
+        native = getattr(producer, "_producer", None)  # pulsar-client's (3.5 to 3.13) C++ producer, under its wrapper
         if len(records) == 1:
             r = records[0]
             with pulsar_errors(f"publish to {producer.topic()}"):
