@@ -12,6 +12,7 @@ builds its own Bus. The run ends with a summary and exit code 0 only when every 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import shutil
 import signal
@@ -132,6 +133,25 @@ def _stop_on_sigterm() -> Any:
     return signal.signal(signal.SIGTERM, _raise_terminated)
 
 
+@contextlib.contextmanager
+def _log_to(path: Path) -> Iterator[None]:
+    """This process's own edbus logs (the rebuild's consumer reporting the poison changes it retries) go
+    to a file of the work directory, as the child processes' do, not through the live view."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("%(asctime)s demo[%(process)d] %(levelname)s %(name)s: %(message)s"))
+    logger = logging.getLogger("edbus")
+    previous = logger.propagate
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = previous
+        handler.close()
+
+
 def _store_url(ctx: click.Context, url: str | None, workdir: Path) -> str:
     """``--url``; else the group's ``--url`` when given on the command line; else a fresh store in workdir."""
     if url:
@@ -239,7 +259,8 @@ def demo(ctx: click.Context, url: str | None, workdir: Path | None, keep: bool, 
         else:
             out.print("xAPI feed: not run (no LRS: give one with --lrs URL --lrs-user USER; `make demo` starts one)")
         try:
-            with _lrs_environment(lrs, lrs_user), Live(console=out, refresh_per_second=8, transient=False) as live:
+            with _lrs_environment(lrs, lrs_user), _log_to(workdir / "demo.log"), \
+                    Live(console=out, refresh_per_second=8, transient=False) as live:
                 report = run_demo(config, lambda p: live.update(_render(p, replicas)), timeout=timeout,
                                   chaos=chaos)
         finally:
