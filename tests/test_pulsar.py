@@ -347,3 +347,35 @@ def test_a_consumer_running_while_the_broker_is_killed_and_restarted_goes_on_and
     interrupted = {n for events, started, returned in publishes if started < back and returned > crash for n in events}
     twice = {n for n in ns if ns.count(n) > 1}
     assert {n for n in twice if first[n] >= back} <= interrupted
+
+
+def test_a_registered_schema_outlives_the_brokers_inactive_topic_clean_up(backend: Backend, url: str) -> None:
+    """The subject topic holding an event type's schema has no producer and no consumer; without a
+    subscription on it the broker's inactive-topic clean-up deletes it, schema included (finding 3 of
+    docs/reliability.md). A topic-level inactive-topic policy (1 s) on this test's topics only makes
+    them eligible at the broker's next sweep (every 60 s); a bare subject-like topic shows the sweep ran."""
+    from edbus.backends.pulsar import PulsarBackend
+    from edbus.backends.pulsar.schemas import KEEP_SUB, SUBJECT_PREFIX
+
+    assert isinstance(backend, PulsarBackend)
+    admin, prefix = backend.admin, backend.config.prefix
+    event_type = "org.openedx.test.kept.v1"
+    schema = {"type": "record", "name": "Kept", "namespace": "org.openedx.test",
+              "fields": [{"name": "n", "type": "int"}]}
+    assert backend.registry.register("kept", event_type, schema) == 1
+    subject = f"{prefix}{SUBJECT_PREFIX}{event_type}"
+    assert KEEP_SUB in admin.subscriptions(subject)
+    control = f"{prefix}{SUBJECT_PREFIX}org.openedx.test.unkept.v1"
+    admin.create_topic(control)
+    policy = {"inactiveTopicDeleteMode": "delete_when_no_subscriptions", "maxInactiveDurationSeconds": 1,
+              "deleteWhileInactive": True}
+    for name in (subject, control):
+        admin.call("POST", admin.topic_path(name) + "/inactiveTopicPolicies", policy)
+    eventually(lambda: control not in admin.list_topics(), timeout=150, interval=1)
+    assert subject in admin.list_topics()
+    other = open_backend(url)
+    try:
+        assert other.registry.get(event_type, 1) == schema  # a new process finds the writer's schema
+    finally:
+        other.close()
+

@@ -3,6 +3,10 @@ carrying messages) holds the type's Avro schema versions; the broker checks each
 subject's compatibility strategy and refuses an incompatible one with its reason. A data topic's rule is
 kept as that topic's own ``schemaCompatibilityStrategy`` policy and applied to the subjects of the types
 registered through it. Pulsar counts versions from 0; edbus from 1.
+
+A subject topic has no producer and no consumer, so the broker's inactive-topic clean-up (on by default,
+mode ``delete_when_no_subscriptions``) would delete it, and its schema with it, about a minute after the
+registration: each subject topic therefore holds a durable subscription (``KEEP_SUB``) that nothing reads.
 """
 
 from __future__ import annotations
@@ -18,9 +22,10 @@ from edbus.errors import IncompatibleSchemaError, NotFoundError, StoreError
 from edbus.schema.compatibility import Rule, check
 from edbus.schema.registry import DEFAULT_RULE, SchemaRegistry, SchemaVersion, canonical, check_registered
 
-__all__ = ["SUBJECT_PREFIX", "PulsarSchemaRegistry"]
+__all__ = ["KEEP_SUB", "SUBJECT_PREFIX", "PulsarSchemaRegistry"]
 
 SUBJECT_PREFIX = "__edbus_schema."
+KEEP_SUB = "edbus-schema-keep"  # durable subscription that keeps a subject topic (and its schema) alive
 _TO_PULSAR = {Rule.NONE: "ALWAYS_COMPATIBLE"}
 
 
@@ -44,6 +49,8 @@ class PulsarSchemaRegistry(SchemaRegistry):
                 return found
             subject = self._subject(event_type)
             self.admin.create_topic(subject)
+            # also for a subject registered before this subscription existed (returns False then)
+            self.admin.create_subscription(subject, KEEP_SUB, True, {})
             rule = self.rule(topic)
             existing = self.versions(event_type)
             # registered already, perhaps through a laxer topic: Pulsar would return the existing version
