@@ -45,6 +45,7 @@ _GAP = 0.003
 _MOST = 0.02  # fetch: how long to keep collecting once something is leasable
 _NEW_CONSUMER_WAIT = 5.0  # fetch: first wait of a new consumer when its subscription has a backlog
 _RECHECK = 2.0  # fetch: how long a connected consumer's subscription is trusted without asking the admin API
+_STANDBY_RETRY = 1.0  # exclusive: how often a standby process tries to subscribe (failover time)
 _RECONNECT_GRACE = 2.0  # fetch: how long a consumer may stay disconnected while the broker answers
 
 
@@ -62,6 +63,8 @@ class PulsarBackend(Backend):
         self.producers = Producers(self.holder, self.config.publish_timeout)
         self._subs: dict[tuple[str, str], SubState] = {}
         self._subs_lock = threading.RLock()
+        # exclusive subscriptions another process holds: when (monotonic) to try subscribing again
+        self._standby: dict[tuple[str, str], float] = {}
         self._pid = os.getpid()
         self._dlq_ready: set[str] = set()
         self._registry = PulsarSchemaRegistry(self.admin, self.config.prefix)
@@ -115,11 +118,12 @@ class PulsarBackend(Backend):
 
     def _forget(self, topic: str, subscription: str) -> None:
         with self._subs_lock:
+            self._standby.pop((topic, subscription), None)
             state = self._subs.pop((topic, subscription), None)
         if state is not None:
             state.close()
 
-    def _state(self, topic: str, subscription: str) -> SubState:
+    def _state(self, topic: str, subscription: str) -> SubState | None:
         """This process's consumer of the subscription, checked to exist: another process may have
         deleted it (the broker does not create subscriptions on its own, see docs/pulsar.md).
 
@@ -130,16 +134,22 @@ class PulsarBackend(Backend):
         fetches. While the broker is unreachable the consumer is kept: a fetch finds nothing new. Once
         the broker answers again, a consumer still disconnected after ``_RECONNECT_GRACE`` is replaced
         by a new one (the client's own reconnection backs off up to a minute after a long outage); what
-        the old one held is redelivered to the new one."""
+        the old one held is redelivered to the new one.
+
+        ``None``: an exclusive subscription whose consumer is another process's (the broker refused ours
+        with ``ConsumerBusy``); this process is a standby and tries again every ``_STANDBY_RETRY``."""
         with self._subs_lock:
             return self._state_locked(topic, subscription)
 
-    def _state_locked(self, topic: str, subscription: str) -> SubState:
+    def _state_locked(self, topic: str, subscription: str) -> SubState | None:
         if self._pid != os.getpid():
             self._subs.clear()  # the parent's consumers belong to the parent
+            self._standby.clear()
             self._pid = os.getpid()
         state = self._subs.get((topic, subscription))
         now = time.monotonic()
+        if state is None and self._standby.get((topic, subscription), 0.0) > now:
+            return None
         if state is not None:
             if state.consumer.is_connected():
                 state.disconnected_since = 0.0
@@ -168,19 +178,31 @@ class PulsarBackend(Backend):
             return state  # the broker is not ready for a new consumer yet: the next fetch tries again
         if state is not None:
             self._forget(topic, subscription)
+        if fresh is None:
+            self._standby[(topic, subscription)] = now + _STANDBY_RETRY
+            return None
         self._subs[(topic, subscription)] = fresh
         return fresh
 
-    def _subscribe(self, topic: str, subscription: str, mode: Mode, now: float) -> SubState:
+    def _subscribe(self, topic: str, subscription: str, mode: Mode, now: float) -> SubState | None:
+        """A new consumer; ``None`` when the broker refuses it because another process's consumer holds
+        the (exclusive) subscription."""
+        import pulsar
+
         name = self._name(topic)
         client = self.holder.get()
         with pulsar_errors(f"subscribe to {topic}/{subscription}"):
-            consumer = client.subscribe([self.config.full(name), self.config.full(retry_topic(name, subscription))],
-                                        subscription, consumer_type=consumer_type(mode),
-                                        receiver_queue_size=1000)
+            try:
+                consumer = client.subscribe(
+                    [self.config.full(name), self.config.full(retry_topic(name, subscription))],
+                    subscription, consumer_type=consumer_type(mode), receiver_queue_size=1000)
+            except pulsar.ConsumerBusy:
+                if mode is not Mode.EXCLUSIVE:
+                    raise
+                return None
         state = SubState(topic, subscription, mode, consumer)
         state.trusted_until = now + _RECHECK
-        # a new consumer's first dispatch can take a while (Failover activates its consumer first):
+        # a new consumer's first dispatch can take a while:
         # when the subscription has a backlog, the first fetch waits for it longer
         try:
             backlog = int(self.admin.stats(name)["subscriptions"][subscription]["msgBacklog"])
@@ -191,6 +213,11 @@ class PulsarBackend(Backend):
 
     def fetch(self, topic: str, subscription: str, consumer: str, limit: int, lease: float) -> list[Delivery]:
         state = self._state(topic, subscription)
+        if state is None:
+            return []  # a standby: another process consumes this exclusive subscription
+        if state.mode is Mode.EXCLUSIVE and not state.consumer.is_connected():
+            # the broker may have given the subscription to another process, with what this one holds
+            return []
         name = self._name(topic)
         expect = {full: at for full in (self.config.full(name), self.config.full(retry_topic(name, subscription)))
                   if (at := self.producers.last_sent.get(full)) is not None}

@@ -1,7 +1,8 @@
 """The consumer side: one Pulsar consumer per subscription and process, and the leases of the
 process's logical consumers over what it received.
 
-Pulsar spreads keys (Key_Shared), messages (Shared) or the whole topic (Failover) over processes; inside
+Pulsar spreads keys (Key_Shared) or messages (Shared) over processes, or gives the whole topic to one
+(Exclusive: the other processes are standbys whose subscribe the broker refuses until it is free); inside
 a process the messages received are leased to the named consumers that call ``fetch``, with the same
 rules as the embedded store: in ``key_ordered`` a message waits while an earlier one of its key is leased
 or waiting for its retry, in ``exclusive`` everything waits behind the first. A retry (``nack`` with a
@@ -44,8 +45,10 @@ def _locked(method: _F) -> _F:
 def consumer_type(mode: Mode) -> Any:
     import pulsar
 
+    # exclusive is Pulsar's Exclusive, not Failover: Failover switches its active consumer when another
+    # joins and redelivers what the previous one still runs (two processes handling the same events)
     return {Mode.KEY_ORDERED: pulsar.ConsumerType.KeyShared, Mode.SHARED: pulsar.ConsumerType.Shared,
-            Mode.EXCLUSIVE: pulsar.ConsumerType.Failover}[mode]
+            Mode.EXCLUSIVE: pulsar.ConsumerType.Exclusive}[mode]
 
 
 @dataclasses.dataclass(slots=True)
