@@ -29,10 +29,6 @@ CI_BACKLOG = {"sqlite": 100_000, "pulsar": 30_000}
 KNOWN_FINDINGS: dict[tuple[str, str], tuple[tuple[str, ...], str]] = {
     ("pulsar", "producer_kill"): (("stored twice",), "finding 1: Pulsar stores an unknown publish again when a new "
                                   "producer process retries it (dedupe is per producer name / per process)"),
-    ("pulsar", "consumer_kill_exclusive"): (("duplicates after consumer kills", "duplicates without a fault"),
-                                            "finding 4: Pulsar exclusive "
-                                            "(Failover): a restarted consumer takes over while the old active "
-                                            "one still runs what it received: both handle the same events"),
 }
 
 
