@@ -455,3 +455,25 @@ def test_an_exclusive_subscription_runs_in_one_process_at_a_time_and_fails_over_
                 p.kill()
             p.join(10)
 
+
+def test_a_resend_by_a_recreated_producer_of_what_the_broker_already_stored_is_dropped(backend: Backend) -> None:
+    """What ``Producers.append`` does after a failure whose receipts were lost (finding 2 of
+    docs/reliability.md): it drops the producer and sends the unacknowledged rest again with a new one.
+    The broker had stored them: the new producer keeps the old one's name and the resend the same sequence
+    ids, so the broker's deduplication drops them; later appends are stored."""
+    from edbus.backends.pulsar import PulsarBackend
+    from edbus.backends.pulsar.messages import properties
+
+    assert isinstance(backend, PulsarBackend)
+    producers, full = backend.producers, backend.config.full(backend.config.prefix + "t")
+    records = [rec(i, "k") for i in range(3)]
+    props = [properties(r) for r in records]
+    first = producers._producer(full)
+    sequence = producers._sequence_ids(full, len(records))
+    assert producers._send(first, records, props, sequence, None)[0] == 3  # stored; say the receipts were lost
+    producers._drop(full)  # the failure path of append
+    again = producers._producer(full)
+    assert again.producer_name() == first.producer_name()
+    assert producers._send(again, records[1:], props[1:], sequence[1:], None)[0] == 2  # the resend
+    backend.append("t", [rec(3, "k")])
+    assert [m.record.id for m in backend.read("t", StartAt(), 10)] == ["e0", "e1", "e2", "e3"]

@@ -1,7 +1,12 @@
 """The producer side: one producer per topic and process, broker-acked sends (durable with
 ``journalSyncData``), broker deduplication of resent sequence ids, and in-process dedupe of event ids
 appended recently. An unreachable broker is retried with exponential backoff until
-``publish_timeout``, then ``StoreUnavailableError``."""
+``publish_timeout``, then ``StoreUnavailableError``.
+
+A producer re-created after a failure keeps its name (one per process and topic), and an append resends
+its unacknowledged rest with the sequence ids it first gave them: the broker's deduplication (per producer
+name, highest sequence id persisted) then drops a message it had persisted although its receipt was lost.
+With a new name and new ids it would store it a second time."""
 
 from __future__ import annotations
 
@@ -33,7 +38,7 @@ def _position(msg_id: Any) -> tuple[int, int] | None:
         return None
 
 
-def _message(record: Record, props: dict[str, str], after: Any) -> Any:
+def _message(record: Record, props: dict[str, str], after: Any, sequence_id: int) -> Any:
     """The client's C++ message for a record, each field set by one call: pulsar-client's Python
     ``send_async`` checks ten argument types and sets each of the ~15 properties by a call of its own."""
     import _pulsar
@@ -41,6 +46,7 @@ def _message(record: Record, props: dict[str, str], after: Any) -> Any:
     builder = _pulsar.MessageBuilder()
     builder.content(record.payload)
     builder.properties(props)
+    builder.sequence_id(sequence_id)
     if record.key:
         builder.partition_key(record.key)
     if after is not None:
@@ -53,6 +59,8 @@ class Producers:
         self.holder = holder
         self.publish_timeout = publish_timeout
         self._producers: dict[str, Any] = {}
+        self._names: dict[str, str] = {}  # per topic: the producer name, kept across re-creations
+        self._next_sequence: dict[str, int] = {}  # per topic: the next sequence id to give
         self._recent: dict[str, collections.OrderedDict[str, int]] = {}
         self._lock = threading.Lock()
         self._pid = os.getpid()
@@ -63,20 +71,37 @@ class Producers:
     def _producer(self, full_topic: str) -> Any:
         if self._pid != os.getpid() or self.holder.fresh:
             self._producers.clear()  # built on another process's client
+            self._names.clear()
+            self._next_sequence.clear()
             self._recent.clear()
             self.last_sent.clear()
             self._pid = os.getpid()
         producer = self._producers.get(full_topic)
         if producer is None:
+            import pulsar
+
             client = self.holder.get()
+            name = self._names.setdefault(full_topic, f"edbus-{os.getpid()}-{uuid.uuid4().hex[:12]}")
             with pulsar_errors(f"producer for {full_topic}"):
-                # batching off: a plain batch holds several keys and would defeat Key_Shared's spread
-                producer = client.create_producer(
-                    full_topic, producer_name=f"edbus-{os.getpid()}-{uuid.uuid4().hex[:12]}",
-                    batching_enabled=False, block_if_queue_full=True,
-                    send_timeout_millis=int(max(1.0, min(self.publish_timeout, 30.0)) * 1000))
+                try:
+                    # batching off: a plain batch holds several keys and would defeat Key_Shared's spread
+                    producer = client.create_producer(
+                        full_topic, producer_name=name, batching_enabled=False, block_if_queue_full=True,
+                        send_timeout_millis=int(max(1.0, min(self.publish_timeout, 30.0)) * 1000))
+                except pulsar.ProducerBusy:
+                    # the broker has not yet dropped this name's previous producer: retried with backoff
+                    raise StoreUnavailableError(f"producer for {full_topic}: {name} still open on the broker") from None
+            # the broker's highest sequence id of this name (-1: none): new ids must be above it
+            last = producer.last_sequence_id()
+            self._next_sequence[full_topic] = max(self._next_sequence.get(full_topic, 0), last + 1)
             self._producers[full_topic] = producer
         return producer
+
+    def _sequence_ids(self, full_topic: str, n: int) -> list[int]:
+        """``n`` new sequence ids of the topic's producer (which must exist), in order."""
+        first = self._next_sequence[full_topic]
+        self._next_sequence[full_topic] = first + n
+        return list(range(first, first + n))
 
     def _drop(self, full_topic: str) -> None:
         producer = self._producers.pop(full_topic, None)
@@ -124,12 +149,14 @@ class Producers:
             deadline = time.monotonic() + self.publish_timeout
             delay = 0.05
             sent = 0
+            sequence: list[int] = []  # given once: a resend after a failure reuses them (broker dedupe)
             while sent < len(todo):
                 try:
                     producer = self._producer(full_topic)
-                    done, last = self._send(producer, todo[sent:], props[sent:], deliver_after)
+                    sequence = sequence or self._sequence_ids(full_topic, len(todo))
+                    done, last = self._send(producer, todo[sent:], props[sent:], sequence[sent:], deliver_after)
                     sent += done
-                    if last is not None:
+                    if last is not None and last[0] >= 0:  # (-1, -1): a duplicate the broker dropped
                         self.last_sent[full_topic] = last
                 except StoreUnavailableError as exc:
                     self._drop(full_topic)
@@ -143,7 +170,7 @@ class Producers:
                 self._remember(full_topic, todo, digests)
 
     def _send(self, producer: Any, records: Sequence[Record], props: Sequence[dict[str, str]],
-              deliver_after: float | None) -> tuple[int, tuple[int, int] | None]:
+              sequence: Sequence[int], deliver_after: float | None) -> tuple[int, tuple[int, int] | None]:
         """Send in order; returns how many were acked by the broker before a failure (or all), and the
         (ledger, entry) of the last of them."""
         import datetime as dt
@@ -154,9 +181,10 @@ class Producers:
             r = records[0]
             with pulsar_errors(f"publish to {producer.topic()}"):
                 if native is not None:
-                    sent = native.send(_message(r, props[0], after))
+                    sent = native.send(_message(r, props[0], after, sequence[0]))
                 else:
-                    sent = producer.send(r.payload, properties=props[0], partition_key=r.key, deliver_after=after)
+                    sent = producer.send(r.payload, properties=props[0], partition_key=r.key, deliver_after=after,
+                                         sequence_id=sequence[0])
             return 1, (sent.ledger_id(), sent.entry_id())
         results: list[Any] = [None] * len(records)
         ids: list[Any] = [None] * len(records)
@@ -172,10 +200,10 @@ class Producers:
         with pulsar_errors(f"publish to {producer.topic()}"):
             for i, r in enumerate(records):
                 if native is not None:
-                    native.send_async(_message(r, props[i], after), callback(i))
+                    native.send_async(_message(r, props[i], after, sequence[i]), callback(i))
                 else:
                     producer.send_async(r.payload, callback(i), properties=props[i], partition_key=r.key,
-                                        deliver_after=after)
+                                        deliver_after=after, sequence_id=sequence[i])
             producer.flush()
         for _ in records:
             done.acquire()
