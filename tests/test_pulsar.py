@@ -9,6 +9,7 @@ import multiprocessing
 import os
 import signal
 import subprocess
+import sys
 import threading
 import time
 import warnings
@@ -19,10 +20,10 @@ import pytest
 
 from edbus import Bus, Event
 from edbus.backends import Backend, Mode, Record, StartAt, open_backend
-from edbus.backends.pulsar.admin import Admin
-from edbus.errors import NotFoundError, StoreError, StoreUnavailableError
+from edbus.errors import StoreUnavailableError
 from tests.conftest import backend_url, eventually
 from tests.events import SEQ, Seq
+from tests.faults.faults import BROKER_PROBE
 
 
 @pytest.fixture
@@ -189,24 +190,17 @@ class OwnBroker:
     def run(self, command: str) -> None:
         subprocess.run(["bash", str(PULSAR_SH), command], env=self.env, check=True, timeout=180, capture_output=True)
 
-    def serves(self, topic: str, timeout: float) -> bool:
-        """Whether the broker loads ``topic`` (its admin stats answer) within ``timeout`` seconds."""
-        admin = Admin(self.url.split("admin=")[1].split("&")[0], "public/default", timeout=5)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                admin.stats(topic)
-                return True
-            except (StoreError, NotFoundError):
-                time.sleep(0.5)  # poll interval while the broker loads the topic
-        return False
-
-    def policies_unreadable(self) -> bool:
-        """The broker's log shows it cannot read the namespace's topic-policies system topic: Pulsar 3.0.7
-        standalone, SIGKILLed, sometimes comes back unable to read ``__change_events`` ("LastConfirmedEntry
-        is null when reading ledger N", retried every 15 s) and then loads no topic of the namespace."""
-        log = (self.data / "broker.log").read_text(errors="replace")
-        return "Failed to create reader on __change_events topic" in log
+    def writes(self, timeout: float) -> bool:
+        """Whether a publish on a new topic is acknowledged within ``timeout`` seconds: a Pulsar 3.0.7
+        standalone SIGKILLed sometimes comes back "ready" but serving nothing (its topic-policies topic
+        unreadable, or its bookie's registration lock flapping; docs/pulsar.md, known problems)."""
+        port = self.url.split("pulsar://127.0.0.1:")[1].split("?")[0]
+        try:
+            done = subprocess.run([sys.executable, "-c", BROKER_PROBE, f"pulsar://127.0.0.1:{port}"],
+                                  capture_output=True, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return False
+        return done.returncode == 0
 
     def kill(self) -> None:
         """SIGKILL, as a crash: no clean shutdown of the broker, its bookie or its metadata store."""
@@ -214,6 +208,7 @@ class OwnBroker:
 
 
 PULSAR_SH = Path(__file__).parent.parent / "scripts" / "pulsar.sh"
+
 
 
 @pytest.fixture(scope="module")
@@ -313,11 +308,10 @@ def test_a_consumer_running_while_the_broker_is_killed_and_restarted_goes_on_and
         own_broker.kill()
         killed.set()
         own_broker.run("start")
-        if not own_broker.serves("consume-t", timeout=30) and own_broker.policies_unreadable():
+        if not own_broker.writes(timeout=45):
             # Pulsar's own recovery failure (docs/pulsar.md, known problems): what an operator does,
             # a clean restart; the consumer and the producer must then go on by themselves again
-            warnings.warn("the broker could not read __change_events after the crash: restarted it cleanly",
-                          stacklevel=1)
+            warnings.warn("the broker served no publish after the crash: restarted it cleanly", stacklevel=1)
             own_broker.run("stop")
             own_broker.run("start")
         back = time.monotonic()

@@ -14,7 +14,7 @@ from pathlib import Path
 from tests.faults.history import HistoryWriter, now
 from tests.faults.schedule import Fault
 
-__all__ = ["ROOT", "PulsarBroker", "Worker", "Fleet", "peak_memory_kb"]
+__all__ = ["BROKER_PROBE", "ROOT", "PulsarBroker", "Worker", "Fleet", "peak_memory_kb"]
 
 ROOT = Path(__file__).resolve().parents[2]
 PULSAR_SH = ROOT / "scripts" / "pulsar.sh"
@@ -140,7 +140,7 @@ class PulsarBroker:
         restarted after a SIGKILL loads no topic (seen with 3.0.7 standalone: its topic-policies topic
         unreadable, or its bookie's registration lock flapping). In a process of its own: no hang here."""
         try:
-            done = subprocess.run([sys.executable, "-c", _PROBE, f"pulsar://127.0.0.1:{self.port}"],
+            done = subprocess.run([sys.executable, "-c", BROKER_PROBE, f"pulsar://127.0.0.1:{self.port}"],
                                   capture_output=True, text=True, timeout=timeout)
         except subprocess.TimeoutExpired:
             return False
@@ -176,7 +176,7 @@ class PulsarBroker:
         self._script("stop")
 
 
-_PROBE = """
+BROKER_PROBE = """
 import sys, uuid, pulsar
 client = pulsar.Client(sys.argv[1], operation_timeout_seconds=20, connection_timeout_ms=5000)
 producer = client.create_producer(f"persistent://public/default/edbus-probe-{uuid.uuid4().hex[:8]}",
