@@ -38,7 +38,7 @@ class Mode(enum.StrEnum):
 
     KEY_ORDERED = "key_ordered"  # per-key order, keys spread over every consumer (Pulsar Key_Shared)
     SHARED = "shared"  # no order, maximum spread (Pulsar Shared)
-    EXCLUSIVE = "exclusive"  # one active consumer, standbys take over (Pulsar Failover)
+    EXCLUSIVE = "exclusive"  # one active consumer, standbys take over (Pulsar Exclusive; standbys retry every 1 s)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
