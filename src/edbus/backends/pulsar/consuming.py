@@ -183,7 +183,11 @@ class SubState:
         while leasable < want:
             now = time.monotonic()
             if leasable == 0:
-                wait = first_wait - (now - start)
+                # something here is in flight or waiting for its retry: the caller settles it and asks
+                # again, so waiting the whole first_wait would hold up its acks (exclusive ran at
+                # 140/s); unless what this process appended last has still to come
+                short = scan.due != float("inf") and not (expect and self._awaited(expect))
+                wait = (min(first_wait, gap) if short else first_wait) - (now - start)
                 if wait <= 0:
                     return
             else:
