@@ -9,7 +9,9 @@ published here is byte for byte what Studio publishes through edbus.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import socket
+import time
 import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -19,9 +21,12 @@ from openedx_events.data import EventsMetadata
 from edbus import Bus
 from edbus.apps.catalog.signals import CATALOG_SIGNALS
 from edbus.backends import Record
+from edbus.errors import StoreError
 from edbus.openedx import SignalCodec
 
-__all__ = ["SignalPublisher"]
+__all__ = ["SignalPublisher", "publish_retrying"]
+
+log = logging.getLogger("edbus.demo")
 
 STUDIO_SOURCE = "openedx/cms/web"  # what openedx-events puts in ``source`` for Studio (SERVICE_VARIANT=cms)
 
@@ -49,3 +54,17 @@ class SignalPublisher:
         """Store ``records`` durably, all or none; returns their ids. Retry a ``StoreError`` with the same
         records: their ids make the retry idempotent."""
         return self.bus.publish_encoded(topic, records)
+
+
+def publish_retrying(bus: Bus, topic: str, records: Sequence[Record], attempts: int = 5) -> None:
+    """Store ``records`` (encoded), retrying an unacknowledged append with the same records, whose ids make
+    the retry idempotent; the last ``StoreError`` is raised after ``attempts``."""
+    for attempt in range(1, attempts + 1):
+        try:
+            bus.publish_encoded(topic, records)
+            return
+        except StoreError as exc:  # not acknowledged
+            if attempt == attempts:
+                raise
+            log.warning("publish of %d event(s) to %s not acknowledged (%s): retrying", len(records), topic, exc)
+            time.sleep(0.05 * attempt)  # backoff before the retry

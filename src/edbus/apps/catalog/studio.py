@@ -20,9 +20,8 @@ from collections.abc import Sequence
 
 from edbus.apps.catalog.db import COURSES_DDL, UPSERT_COURSE, Database, course_row
 from edbus.apps.catalog.planner import PlannedEvent, plan_events
-from edbus.apps.catalog.publisher import SignalPublisher
+from edbus.apps.catalog.publisher import SignalPublisher, publish_retrying
 from edbus.apps.catalog.service import ServiceProcess
-from edbus.errors import StoreError
 
 __all__ = ["STUDIO_DDL", "Change", "Studio", "run_studio"]
 
@@ -111,13 +110,4 @@ def _publish(publisher: SignalPublisher, topic: str, change: Change, when: dt.da
     """One event, as Studio's ``send()`` of one signal; an unacknowledged publish is retried (same id)."""
     record = publisher.record(topic, change.planned.event_type, change.planned.data, id=change.event_id,
                               time=when)
-    event_id = change.event_id
-    for attempt in range(1, attempts + 1):
-        try:
-            publisher.publish(topic, [record])
-            return
-        except StoreError as exc:  # not acknowledged: the same id makes the retry idempotent
-            if attempt == attempts:
-                raise
-            log.warning("publish of %s not acknowledged (%s): retrying", event_id, exc)
-            time.sleep(0.05 * attempt)
+    publish_retrying(publisher.bus, topic, [record], attempts)

@@ -24,10 +24,10 @@ from typing import Any
 
 from edbus import Bus
 from edbus.apps.catalog.planner import plan_events
+from edbus.apps.catalog.publisher import publish_retrying
 from edbus.apps.catalog.service import DemoConfig, ServiceProcess
 from edbus.apps.xapi.statements import XapiConfig, to_statement
-from edbus.errors import StoreError
-from edbus.openedx.serialization import SignalCodec
+from edbus.openedx import SignalCodec
 
 __all__ = ["LEARNING_SIGNALS", "LmsEvent", "LmsSimulator", "demo_courses", "plan_learning", "planned_events"]
 
@@ -215,24 +215,12 @@ class LmsSimulator:
                 raise ValueError(f"{signal.event_type} has no xAPI mapping")
             rows.append((record.id, signal.event_type, topic, event.user_id, statement["id"], when.isoformat()))
         for topic, records in by_topic.items():
-            _publish(self.bus, topic, records)
+            publish_retrying(self.bus, topic, records)
         stamp = time.time()
         self.db.executemany("INSERT INTO published VALUES (?, ?, ?, ?, ?, ?, ?)", [(*r, stamp) for r in rows])
 
     def close(self) -> None:
         self.db.close()
-
-
-def _publish(bus: Bus, topic: str, records: list[Any], attempts: int = 5) -> None:
-    for attempt in range(1, attempts + 1):
-        try:
-            bus.publish_encoded(topic, records)
-            return
-        except StoreError as exc:  # not acknowledged: the same ids make the retry idempotent
-            if attempt == attempts:
-                raise
-            log.warning("publish to %s not acknowledged (%s): retrying", topic, exc)
-            time.sleep(0.05 * attempt)
 
 
 def run_lms(process: ServiceProcess, db_path: str, xapi: XapiConfig) -> int:
