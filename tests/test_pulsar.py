@@ -4,12 +4,9 @@ killed) under a producer and under a running consumer."""
 
 from __future__ import annotations
 
-import dataclasses
 import multiprocessing
 import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 import warnings
@@ -23,7 +20,7 @@ from edbus.backends import Backend, Mode, Record, StartAt, open_backend
 from edbus.errors import StoreUnavailableError
 from tests.conftest import backend_url, eventually
 from tests.events import SEQ, Seq
-from tests.faults.faults import BROKER_PROBE
+from tests.faults.faults import PulsarBroker
 
 
 @pytest.fixture
@@ -179,64 +176,25 @@ def test_threads_sharing_one_backend_get_every_event_once_and_keys_in_order(back
         assert mine == sorted(mine)
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class OwnBroker:
-    """A broker of the module's own (its own data folder and ports), for tests that stop or kill it."""
-
-    data: Path
-    env: dict[str, str]
-    url: str
-
-    def run(self, command: str) -> None:
-        subprocess.run(["bash", str(PULSAR_SH), command], env=self.env, check=True, timeout=180, capture_output=True)
-
-    def writes(self, timeout: float) -> bool:
-        """Whether a publish on a new topic is acknowledged within ``timeout`` seconds: a Pulsar 3.0.7
-        standalone SIGKILLed sometimes comes back "ready" but serving nothing (its topic-policies topic
-        unreadable, or its bookie's registration lock flapping; docs/pulsar.md, known problems)."""
-        port = self.url.split("pulsar://127.0.0.1:")[1].split("?")[0]
-        try:
-            done = subprocess.run([sys.executable, "-c", BROKER_PROBE, f"pulsar://127.0.0.1:{port}"],
-                                  capture_output=True, timeout=timeout)
-        except subprocess.TimeoutExpired:
-            return False
-        return done.returncode == 0
-
-    def kill(self) -> None:
-        """SIGKILL, as a crash: no clean shutdown of the broker, its bookie or its metadata store."""
-        os.kill(int((self.data / "broker.pid").read_text().strip()), signal.SIGKILL)
-
-
-PULSAR_SH = Path(__file__).parent.parent / "scripts" / "pulsar.sh"
-
-
-
 @pytest.fixture(scope="module")
-def own_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OwnBroker]:
+def own_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PulsarBroker]:
+    """A broker of the module's own (its own data folder and ports), for tests that stop or kill it."""
     backend_url("pulsar", tmp_path_factory.mktemp("check"))  # the shared broker's checks: fail under CI, else skip
-
-    def free_port() -> str:
-        return subprocess.run(["bash", str(PULSAR_SH), "free-port"], capture_output=True, text=True,
-                              check=True).stdout.strip()
-
-    port, admin = free_port(), free_port()
-    data = tmp_path_factory.mktemp("broker")
-    env = {**os.environ, "EDBUS_PULSAR_DATA": str(data), "EDBUS_PULSAR_PORT": port, "EDBUS_PULSAR_ADMIN_PORT": admin}
-    broker = OwnBroker(data, env, f"pulsar://127.0.0.1:{port}?admin=http://127.0.0.1:{admin}&publish_timeout=120")
-    broker.run("start")
+    broker = PulsarBroker(tmp_path_factory.mktemp("broker"))
+    broker.start()
     try:
         yield broker
     finally:
-        broker.run("stop")
+        broker.stop()
 
 
 @pytest.mark.slow
-def test_an_append_while_the_broker_restarts_waits_for_it_and_is_stored_once(own_broker: OwnBroker) -> None:
+def test_an_append_while_the_broker_restarts_waits_for_it_and_is_stored_once(own_broker: PulsarBroker) -> None:
     """The broker stopped, then started again under an append."""
-    b = open_backend(f"{own_broker.url}&prefix=append-")
+    b = open_backend(own_broker.url("append-", publish_timeout=120))
     try:
         b.append("t", [rec(1, "k")])
-        own_broker.run("stop")
+        own_broker.stop()
         errors: list[BaseException] = []
 
         def append() -> None:
@@ -247,7 +205,7 @@ def test_an_append_while_the_broker_restarts_waits_for_it_and_is_stored_once(own
 
         publishing = threading.Thread(target=append)
         publishing.start()
-        own_broker.run("start")
+        own_broker.start()
         publishing.join(150)
         assert not publishing.is_alive() and errors == []
         assert [m.record.id for m in b.read("t", StartAt(), 10)] == ["e1", "e2"]
@@ -257,13 +215,13 @@ def test_an_append_while_the_broker_restarts_waits_for_it_and_is_stored_once(own
 
 @pytest.mark.slow
 def test_a_consumer_running_while_the_broker_is_killed_and_restarted_goes_on_and_loses_nothing_acked(
-        own_broker: OwnBroker) -> None:
+        own_broker: PulsarBroker) -> None:
     """A Bus consumer runs in a thread while a producer publishes; the broker is SIGKILLed, then started
     again on the same data folder and ports. The consumer reconnects by itself (nobody restarts it):
     every event whose publish returned is handled; an event is handled twice only if it was unacked at
     the crash (handled before the broker was back, or in a publish that the crash interrupted)."""
     total, before = 300, 120
-    url = f"{own_broker.url}&prefix=consume-"
+    url = own_broker.url("consume-", publish_timeout=120)
     producing, consuming = Bus.from_url(url), Bus.from_url(url)
     consumer = consuming.consumer("t", "s", lease=10.0)
     handled: list[tuple[int, float]] = []
@@ -307,13 +265,10 @@ def test_a_consumer_running_while_the_broker_is_killed_and_restarted_goes_on_and
         crash = time.monotonic()
         own_broker.kill()
         killed.set()
-        own_broker.run("start")
-        if not own_broker.writes(timeout=45):
+        if own_broker.restart_after_crash():
             # Pulsar's own recovery failure (docs/pulsar.md, known problems): what an operator does,
             # a clean restart; the consumer and the producer must then go on by themselves again
             warnings.warn("the broker served no publish after the crash: restarted it cleanly", stacklevel=1)
-            own_broker.run("stop")
-            own_broker.run("start")
         back = time.monotonic()
         try:
             eventually(lambda: count() >= total or errors, timeout=90, interval=0.05)

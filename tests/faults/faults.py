@@ -96,12 +96,7 @@ class Worker:
         self.started()
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(timeout=30)
-            return None
+        return self.wait(timeout)
 
     def errors(self) -> str:
         return self.stderr.read_text(errors="replace")[-3000:] if self.stderr.exists() else ""
@@ -121,10 +116,10 @@ class PulsarBroker:
         return subprocess.run(["bash", str(PULSAR_SH), "free-port"], capture_output=True, text=True,
                               check=True).stdout.strip()
 
-    def url(self, prefix: str) -> str:
+    def url(self, prefix: str, publish_timeout: float = 300) -> str:
         # publish_timeout: an append keeps retrying through a restart (start takes 10-60 s here)
         return (f"pulsar://127.0.0.1:{self.port}?admin=http://127.0.0.1:{self.admin_port}"
-                f"&prefix={prefix}&publish_timeout=300")
+                f"&prefix={prefix}&publish_timeout={publish_timeout:g}")
 
     def _script(self, command: str) -> None:
         done = subprocess.run(["bash", str(PULSAR_SH), command], env=self.env, capture_output=True, text=True,
