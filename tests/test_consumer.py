@@ -295,3 +295,13 @@ def test_bus_administration_uses_the_bus_topic_names_with_their_prefix(url: str)
         assert seen == [0, 1, 2, 0, 1, 2]
         bus.unsubscribe("t", "s")
         eventually(lambda: not bus.subscriptions("t"), timeout=5)
+
+
+def test_a_run_processes_exactly_max_events_and_the_next_run_the_rest(bus: Bus) -> None:
+    bus.publish_many("t", [(SEQ, Seq(f"k{i % 5}", i)) for i in range(40)])
+    consumer = bus.consumer("t", "s", concurrency=4)
+    consumer.handler(SEQ)(lambda e: None)
+    for _ in range(10):
+        assert consumer.run(max_events=3, install_signals=False) == 3
+    assert consumer.run(max_events=10, install_signals=False) == 10
+    assert consumer.processed == 40

@@ -223,7 +223,10 @@ class Consumer:
             return False
         limit = min(room, self.batch) if self.mode is Mode.SHARED else self.batch
         if target is not None:
-            limit = max(1, min(limit, target - self.processed - len(state.in_flight)))
+            # what is in flight may already reach the target: leasing more would process past max_events
+            limit = min(limit, target - self.processed - len(state.in_flight))
+            if limit <= 0:
+                return False
         if state.isolating:
             limit = 1
         fetched = self._isolate(self.backend.fetch(self.topic, self.subscription, self.name, limit,
