@@ -4,6 +4,7 @@ killed) under a producer and under a running consumer."""
 
 from __future__ import annotations
 
+import dataclasses
 import multiprocessing
 import os
 import signal
@@ -17,7 +18,7 @@ import pytest
 
 from edbus import Bus, Event
 from edbus.backends import Backend, Mode, Record, StartAt, open_backend
-from edbus.errors import StoreUnavailableError
+from edbus.errors import ConfigError, StoreUnavailableError, ValidationError
 from tests.conftest import backend_url, eventually
 from tests.events import SEQ, Seq
 from tests.faults.faults import PulsarBroker
@@ -113,6 +114,29 @@ def test_an_unreachable_broker_at_publish_is_retried_until_the_deadline_then_rep
         assert 1.5 < time.monotonic() - started < 15
     finally:
         b.close()
+
+
+def test_a_named_producer_refuses_a_sequence_that_does_not_grow_and_stores_nothing_of_that_publish(
+        url: str) -> None:
+    """The broker drops a sequence at or below its highest of the name as a duplicate: given to a new
+    event, it would lose it."""
+    b = open_backend(url + "&producer=studio-1")
+    try:
+        b.append("t", [dataclasses.replace(rec(1, "k"), sequence=10)])
+        with pytest.raises(ValidationError, match=r"event 'e3': sequence 4 of producer 'studio-1' .* not above 11"):
+            b.append("t", [dataclasses.replace(rec(2, "k"), sequence=11), dataclasses.replace(rec(3, "k"), sequence=4)])
+        with pytest.raises(ValidationError, match="sequence 10 .* not above 10"):
+            b.append("t", [dataclasses.replace(rec(4, "k"), sequence=10)])  # a new id with a used sequence
+        b.append("t", [dataclasses.replace(rec(1, "k"), sequence=10)])  # the same event again: nothing to do
+        b.append("t", [rec(5, "k"), dataclasses.replace(rec(6, "k"), sequence=12), rec(7, "k")])  # mixed
+        assert [m.record.id for m in b.read("t", StartAt(), 10)] == ["e1", "e5", "e6", "e7"]
+    finally:
+        b.close()
+
+
+def test_producer_names_are_checked_in_the_url() -> None:
+    with pytest.raises(ConfigError, match="producer names use letters"):
+        open_backend("pulsar://127.0.0.1:6650?producer=a/b")
 
 
 def test_the_demo_on_pulsar_ends_with_the_replica_equal_to_the_source_and_poison_dead_lettered(
@@ -418,7 +442,7 @@ def test_a_resend_by_a_recreated_producer_of_what_the_broker_already_stored_is_d
     records = [rec(i, "k") for i in range(3)]
     props = [properties(r) for r in records]
     first = producers._producer(full)
-    sequence = producers._sequence_ids(full, len(records))
+    sequence = producers._sequence_ids(full, records, "t")
     assert producers._send(first, records, props, sequence, None)[0] == 3  # stored; say the receipts were lost
     producers._drop(full)  # the failure path of append
     again = producers._producer(full)

@@ -2,18 +2,33 @@
 
 from __future__ import annotations
 
+import dataclasses
+import subprocess
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
-from edbus.backends import Backend, ErrorInfo, Mode, Record, StartAt, SubscriptionStats, dlq_topic
+from edbus.backends import Backend, ErrorInfo, Mode, Record, StartAt, SubscriptionStats, dlq_topic, open_backend
 from edbus.errors import ConfigError, NotFoundError
 from tests.conftest import eventually
 
 
 def rec(i: int, key: str | None = "k", id: str | None = None) -> Record:
     return Record(id or f"e{i}", "org.openedx.test.item.made.v1", key, {"ce_id": id or f"e{i}"}, b"p%d" % i)
+
+
+ROOT = Path(__file__).resolve().parents[2]
+# appends e1..e5 with sequences 1..5, then exits without closing anything (as a SIGKILL would leave it)
+_DIES_AFTER_APPEND = """
+import dataclasses, os, sys
+from edbus.backends import open_backend
+from tests.contract.test_backend_contract import rec
+open_backend(sys.argv[1]).append("t", [dataclasses.replace(rec(i), sequence=i) for i in range(1, 6)])
+os._exit(0)
+"""
 
 
 def ids(deliveries: list) -> list[str]:  # type: ignore[type-arg]
@@ -50,6 +65,18 @@ class TestAppendAndRead:
         backend.append("t", [rec(1), rec(1), rec(2)])
         backend.append("t", [rec(1), rec(3)])
         assert [m.record.id for m in backend.read("t", StartAt("earliest"), 10)] == ["e1", "e2", "e3"]
+
+    def test_a_retry_by_the_process_started_in_place_of_a_dead_one_is_stored_once(self, url: str) -> None:
+        """A producer process dies after the store took its publish and before it knew; the process
+        started in its place (same producer name) retries with the same ids and sequences."""
+        named = url + ("&" if "?" in url else "?") + "producer=relay-1"
+        subprocess.run([sys.executable, "-c", _DIES_AFTER_APPEND, named], check=True, timeout=120, cwd=ROOT)
+        again = open_backend(named)
+        try:
+            again.append("t", [dataclasses.replace(rec(i), sequence=i) for i in range(3, 8)])
+            assert [m.record.id for m in again.read("t", StartAt("earliest"), 20)] == [f"e{i}" for i in range(1, 8)]
+        finally:
+            again.close()
 
     def test_read_pages_after_a_position(self, backend: Backend) -> None:
         backend.append("t", [rec(i) for i in range(5)])

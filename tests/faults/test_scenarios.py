@@ -26,10 +26,7 @@ SHORT_RUNS = [
 ]
 CI_BACKLOG = {"sqlite": 100_000, "pulsar": 30_000}
 # (backend, scenario): (how its violations start, why) -- bugs found by the harness, reported, not yet fixed
-KNOWN_FINDINGS: dict[tuple[str, str], tuple[tuple[str, ...], str]] = {
-    ("pulsar", "producer_kill"): (("stored twice",), "finding 1: Pulsar stores an unknown publish again when a new "
-                                  "producer process retries it (dedupe is per producer name / per process)"),
-}
+KNOWN_FINDINGS: dict[tuple[str, str], tuple[tuple[str, ...], str]] = {}
 
 
 @pytest.mark.parametrize(("name", "backend", "seconds"), SHORT_RUNS, ids=[f"{b}-{n}" for n, b, _ in SHORT_RUNS])

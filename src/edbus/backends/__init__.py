@@ -33,7 +33,8 @@ def default_url() -> str:
 def open_backend(url: str | None = None, *, create: bool = True) -> Backend:
     """``sqlite:///path`` (absolute: ``sqlite:////abs/path``, or relative ``sqlite:///rel.db``; option
     ``?synchronous=full|normal``, docs/operations.md), or
-    ``pulsar://host:6650?admin=http://host:8080&tenant=public&namespace=default&prefix=`` (docs/pulsar.md)."""
+    ``pulsar://host:6650?admin=http://host:8080&tenant=public&namespace=default&prefix=&producer=``
+    (docs/pulsar.md)."""
     url = url or default_url()
     parts = urlsplit(url)
     if parts.scheme == "sqlite":

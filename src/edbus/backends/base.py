@@ -27,6 +27,7 @@ __all__ = [
     "StartAt",
     "SubscriptionStats",
     "TopicStats",
+    "check_sequence",
     "check_subscription",
     "dead_letter_headers",
     "dlq_topic",
@@ -73,13 +74,19 @@ class StartAt:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Record:
-    """An encoded event, as a producer hands it to a backend. ``headers`` carry the envelope."""
+    """An encoded event, as a producer hands it to a backend. ``headers`` carry the envelope.
+
+    ``sequence``: the producer's own number for the event (``Bus.publish(..., sequence=)``), for
+    deduplication across processes on backends that cannot look an event id up (Pulsar: a named producer
+    and broker deduplication). It must grow with every new event of the producer, be kept with the event
+    before its first publish, and be given again with the same id when the publish is retried."""
 
     id: str
     type: str
     key: str | None
     headers: Mapping[str, str]
     payload: bytes
+    sequence: int | None = None
 
     @property
     def size(self) -> int:
@@ -158,6 +165,15 @@ def check_subscription(name: str) -> str:
     return name
 
 
+def check_sequence(sequence: object) -> int:
+    """A producer's sequence number (``Record.sequence``): a whole number from 0 to 2**63-1."""
+    from edbus.errors import ValidationError
+
+    if isinstance(sequence, bool) or not isinstance(sequence, int) or not 0 <= sequence < 2**63:
+        raise ValidationError(f"bad sequence {sequence!r}: use a whole number from 0 to 2**63-1")
+    return sequence
+
+
 def dlq_topic(topic: str, subscription: str) -> str:
     """The dead-letter topic of a subscription."""
     return f"{topic}.{subscription}.dlq"
@@ -197,7 +213,9 @@ class Backend(abc.ABC):
     def append(self, topic: str, records: Sequence[Record]) -> None:
         """Store records in order, durably, as one unit; returns only once they are durable.
 
-        A record whose id is already in the topic is not stored again (idempotent retry).
+        A record whose id is already in the topic is not stored again (idempotent retry). A backend that
+        cannot look ids up (Pulsar) guarantees this within a process, and across processes for the
+        records of a named producer that carry their ``sequence``.
         """
 
     # -- consuming ---------------------------------------------------------------------------

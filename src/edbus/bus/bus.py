@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from edbus.backends import Backend, Message, Mode, Record, StartAt, SubscriptionStats, TopicStats, open_backend
-from edbus.backends.base import check_subscription
+from edbus.backends.base import check_sequence, check_subscription
 from edbus.bus.metrics import Metrics
 from edbus.bus.middleware import Middleware, MiddlewareChain
 from edbus.bus.retries import Backoff, Retries
@@ -68,14 +69,19 @@ class Bus:
 
     # -- publishing --------------------------------------------------------------------------
     def publish(self, topic: str, event_type: EventType[Any], payload: Any, *, id: str | None = None,
-                time: dt.datetime | None = None, traceparent: str | None = None) -> str:
+                time: dt.datetime | None = None, traceparent: str | None = None,
+                sequence: int | None = None) -> str:
         """Validate, encode and store one event durably; returns its id once it is durable.
 
         Raises ``ValidationError`` (nothing stored) or ``StoreError`` (not acknowledged: retry with
-        the same ``id`` to make the retry idempotent).
+        the same ``id`` to make the retry idempotent). On Pulsar a retry from *another process* is
+        recognised only with a named producer (URL ``producer=``) and the same ``sequence``, a number
+        that grows with every new event of that producer (``Record.sequence``, docs/pulsar.md).
         """
         topic = self.topic(topic)
         record = self.codec.encode(topic, event_type, payload, id=id, time=time, traceparent=traceparent)
+        if sequence is not None:
+            record = dataclasses.replace(record, sequence=check_sequence(sequence))
         self._append(topic, [record])
         return record.id
 
@@ -101,6 +107,9 @@ class Bus:
         """Store records made by ``bus.codec`` (``encode`` or ``encode_data``, for tools that have JSON
         rather than payload objects) in one transaction, through the publish middleware."""
         topic = self.topic(topic)
+        for r in records:
+            if r.sequence is not None:
+                check_sequence(r.sequence)
         if records:
             self._append(topic, records)
         return [r.id for r in records]

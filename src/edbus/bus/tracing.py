@@ -41,7 +41,7 @@ class Tracing(Middleware):
                 out.append(r)
                 continue
             trace = new_traceparent(parent.split("-")[1] if parent else None)
-            out.append(Record(r.id, r.type, r.key, {**r.headers, "traceparent": trace}, r.payload))
+            out.append(Record(r.id, r.type, r.key, {**r.headers, "traceparent": trace}, r.payload, r.sequence))
         return out
 
     def before_process(self, delivery: Delivery, event: Event[object] | None) -> None:

@@ -26,7 +26,7 @@ from edbus.backends.base import (
 from edbus.backends.pulsar.admin import Admin
 from edbus.backends.pulsar.connection import ClientHolder, PulsarConfig, pulsar_errors
 from edbus.backends.pulsar.consuming import SubState, consumer_type
-from edbus.backends.pulsar.messages import ID, message_id, properties, to_message
+from edbus.backends.pulsar.messages import event_id, message_id, properties, to_message
 from edbus.backends.pulsar.producing import Producers
 from edbus.backends.pulsar.schemas import SUBJECT_PREFIX, PulsarSchemaRegistry
 from edbus.errors import ConfigError, NotFoundError, StoreError
@@ -60,7 +60,7 @@ class PulsarBackend(Backend):
         self.config = PulsarConfig.parse(url)
         self.admin = Admin(self.config.admin_url, self.config.ns)
         self.holder = ClientHolder(self.config)
-        self.producers = Producers(self.holder, self.config.publish_timeout)
+        self.producers = Producers(self.holder, self.config.publish_timeout, self.config.producer)
         self._subs: dict[tuple[str, str], SubState] = {}
         self._subs_lock = threading.RLock()
         # exclusive subscriptions another process holds: when (monotonic) to try subscribing again
@@ -285,7 +285,7 @@ class PulsarBackend(Backend):
     def _find(self, topic: str, start: StartAt) -> Any:
         """The message id of the first message at ``start`` (time or event), or None if past the end."""
         for msg in self._scan(topic):
-            if start.where == "event" and msg.properties().get(ID) == start.event_id:
+            if start.where == "event" and event_id(msg.properties()) == start.event_id:
                 return msg.message_id()
             if start.where == "time" and msg.publish_timestamp() >= (start.time or 0) * 1000:
                 return msg.message_id()
@@ -343,7 +343,7 @@ class PulsarBackend(Backend):
         for msg in self._scan(topic, start_id):
             if after is None and start.where == "time" and msg.publish_timestamp() < (start.time or 0) * 1000:
                 continue
-            if after is None and start.where == "event" and not out and msg.properties().get(ID) != start.event_id:
+            if after is None and start.where == "event" and not out and event_id(msg.properties()) != start.event_id:
                 continue
             out.append(to_message(msg, topic))
             if len(out) >= limit:
@@ -373,7 +373,7 @@ class PulsarBackend(Backend):
                     msg = consumer.receive(timeout_millis=5000)
                 except pulsar.Timeout:
                     break
-                if wanted is not None and msg.properties().get(ID) not in wanted:
+                if wanted is not None and event_id(msg.properties()) not in wanted:
                     continue
                 if redrive:
                     m = to_message(msg, topic)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import re
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -15,13 +16,18 @@ from edbus.errors import ConfigError, NotFoundError, StoreError, StoreUnavailabl
 
 __all__ = ["PulsarConfig", "ClientHolder", "pulsar_errors"]
 
+_NAME = re.compile(r"[A-Za-z0-9._-]+")
+
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class PulsarConfig:
     """``pulsar://host:6650?admin=http://host:8080&tenant=public&namespace=default&prefix=dev-``
 
     ``prefix`` is prepended to every topic name (environments, or tests, sharing a namespace);
-    ``publish_timeout`` is how long an append keeps retrying while the broker is unreachable."""
+    ``publish_timeout`` is how long an append keeps retrying while the broker is unreachable;
+    ``producer`` names this process's producers (one live process per name: the broker refuses a
+    second), so that a process started in place of a dead one is recognised by the broker's
+    deduplication: a retried publish that carries its first ``sequence`` is not stored twice."""
 
     service_url: str
     admin_url: str
@@ -29,6 +35,7 @@ class PulsarConfig:
     namespace: str = "default"
     prefix: str = ""
     publish_timeout: float = 30.0
+    producer: str = ""
 
     @classmethod
     def parse(cls, url: str) -> PulsarConfig:
@@ -36,7 +43,7 @@ class PulsarConfig:
         if parts.scheme != "pulsar" or not parts.hostname:
             raise ConfigError(f"bad URL {url!r}: use pulsar://host:6650")
         query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
-        unknown = set(query) - {"admin", "tenant", "namespace", "prefix", "publish_timeout"}
+        unknown = set(query) - {"admin", "tenant", "namespace", "prefix", "publish_timeout", "producer"}
         if unknown:
             raise ConfigError(f"bad URL {url!r}: unknown option(s) {', '.join(sorted(unknown))}")
         port = parts.port or 6650
@@ -44,10 +51,13 @@ class PulsarConfig:
             timeout = float(query.get("publish_timeout", 30.0))
         except ValueError:
             raise ConfigError(f"bad URL {url!r}: publish_timeout must be seconds") from None
+        producer = query.get("producer", "")
+        if producer and (len(producer) > 100 or not _NAME.fullmatch(producer)):
+            raise ConfigError(f"bad URL {url!r}: producer names use letters, digits, '.', '-' and '_'")
         return cls(service_url=f"pulsar://{parts.hostname}:{port}",
                    admin_url=query.get("admin", f"http://{parts.hostname}:8080"),
                    tenant=query.get("tenant", "public"), namespace=query.get("namespace", "default"),
-                   prefix=query.get("prefix", ""), publish_timeout=timeout)
+                   prefix=query.get("prefix", ""), publish_timeout=timeout, producer=producer)
 
     @property
     def ns(self) -> str:

@@ -6,12 +6,21 @@ appended recently. An unreachable broker is retried with exponential backoff unt
 A producer re-created after a failure keeps its name (one per process and topic), and an append resends
 its unacknowledged rest with the sequence ids it first gave them: the broker's deduplication (per producer
 name, highest sequence id persisted) then drops a message it had persisted although its receipt was lost.
-With a new name and new ids it would store it a second time."""
+With a new name and new ids it would store it a second time.
+
+Across processes the same holds for a *named* producer (URL ``producer=``) whose records carry their own
+``sequence``: the process that replaces a dead one takes its name, and a publish it retries with the
+first attempt's sequence is dropped by the broker if that attempt was stored (its sequence is at or below
+the highest the broker persisted for the name). Sequences must therefore grow with every new event of
+the name; a sequence that does not grow within a process is refused (``ValidationError``)."""
 
 from __future__ import annotations
 
 import collections
 import contextlib
+import functools
+import itertools
+import logging
 import os
 import threading
 import time
@@ -27,6 +36,9 @@ from edbus.errors import StoreUnavailableError, ValidationError
 __all__ = ["Producers"]
 
 _RECENT = 100_000  # event ids remembered per topic for dedupe of retried appends in this process
+_ANSWER_TIMEOUT = 120.0  # seconds to wait for the client's answers to a batch of sends
+
+log = logging.getLogger("edbus.backends.pulsar")
 
 
 def _position(msg_id: Any) -> tuple[int, int] | None:
@@ -55,12 +67,17 @@ def _message(record: Record, props: dict[str, str], after: Any, sequence_id: int
 
 
 class Producers:
-    def __init__(self, holder: ClientHolder, publish_timeout: float) -> None:
+    def __init__(self, holder: ClientHolder, publish_timeout: float, name: str = "") -> None:
         self.holder = holder
         self.publish_timeout = publish_timeout
+        self.name = name  # the configured producer name ("": one of this process's own)
         self._producers: dict[str, Any] = {}
         self._names: dict[str, str] = {}  # per topic: the producer name, kept across re-creations
         self._next_sequence: dict[str, int] = {}  # per topic: the next sequence id to give
+        self._highest: dict[str, int] = {}  # per topic: the highest sequence id this process gave
+        # per topic: event id -> sequence id of what the last failed append left unconfirmed (a retry of
+        # it may reuse them until an append succeeds: after that a later sequence may be stored)
+        self._unconfirmed: dict[str, dict[str, int]] = {}
         self._recent: dict[str, collections.OrderedDict[str, int]] = {}
         self._lock = threading.Lock()
         self._pid = os.getpid()
@@ -68,11 +85,13 @@ class Producers:
         # waits for it a little longer (so a fetch right after an append sees all of it)
         self.last_sent: dict[str, tuple[int, int]] = {}
 
-    def _producer(self, full_topic: str) -> Any:
+    def _producer(self, full_topic: str, named: bool = True) -> Any:
         if self._pid != os.getpid() or self.holder.fresh:
             self._producers.clear()  # built on another process's client
             self._names.clear()
             self._next_sequence.clear()
+            self._highest.clear()
+            self._unconfirmed.clear()
             self._recent.clear()
             self.last_sent.clear()
             self._pid = os.getpid()
@@ -81,7 +100,8 @@ class Producers:
             import pulsar
 
             client = self.holder.get()
-            name = self._names.setdefault(full_topic, f"edbus-{os.getpid()}-{uuid.uuid4().hex[:12]}")
+            name = self._names.setdefault(full_topic, self.name if named and self.name
+                                          else f"edbus-{os.getpid()}-{uuid.uuid4().hex[:12]}")
             with pulsar_errors(f"producer for {full_topic}"):
                 try:
                     # batching off: a plain batch holds several keys and would defeat Key_Shared's spread
@@ -89,19 +109,44 @@ class Producers:
                         full_topic, producer_name=name, batching_enabled=False, block_if_queue_full=True,
                         send_timeout_millis=int(max(1.0, min(self.publish_timeout, 30.0)) * 1000))
                 except pulsar.ProducerBusy:
-                    # the broker has not yet dropped this name's previous producer: retried with backoff
-                    raise StoreUnavailableError(f"producer for {full_topic}: {name} still open on the broker") from None
+                    # the broker has not yet dropped this name's previous producer (or another live
+                    # process uses the name): retried with backoff until publish_timeout
+                    raise StoreUnavailableError(
+                        f"producer for {full_topic}: the name {name!r} is held by another connection "
+                        "(a process that just died, or one that uses it too)") from None
             # the broker's highest sequence id of this name (-1: none): new ids must be above it
             last = producer.last_sequence_id()
             self._next_sequence[full_topic] = max(self._next_sequence.get(full_topic, 0), last + 1)
             self._producers[full_topic] = producer
         return producer
 
-    def _sequence_ids(self, full_topic: str, n: int) -> list[int]:
-        """``n`` new sequence ids of the topic's producer (which must exist), in order."""
-        first = self._next_sequence[full_topic]
-        self._next_sequence[full_topic] = first + n
-        return list(range(first, first + n))
+    def _sequence_ids(self, full_topic: str, records: Sequence[Record], label: str) -> list[int]:
+        """The records' sequence ids (the topic's producer must exist): their own ``sequence``, or the
+        producer's next. A given one must be above every one given before in this process, or be the
+        retry of what the last, failed append left unconfirmed (same id and sequence): the broker drops
+        a sequence at or below the highest it has of the name as a duplicate, so a lower one given to a
+        new event, or a retry made after later events were stored, could lose it."""
+        if all(r.sequence is None for r in records):  # the common case, in one step
+            first = self._next_sequence[full_topic]
+            out = list(range(first, first + len(records)))
+        else:
+            nxt, out = self._next_sequence[full_topic], []
+            highest = self._highest.get(full_topic, -1)
+            unconfirmed = self._unconfirmed.get(full_topic, {})
+            for r in records:
+                s = nxt if r.sequence is None else r.sequence
+                if s <= highest and unconfirmed.get(r.id) != s:
+                    raise ValidationError(
+                        f"event {r.id!r}: sequence {s} of producer {self._names[full_topic]!r} on {label!r} is not "
+                        f"above {highest}, given before in this process: nothing of this publish was stored "
+                        "(sequences grow with every new event; retry a failed publish before publishing others)")
+                out.append(s)
+                highest, nxt = max(highest, s), max(nxt, s + 1)
+        if out:
+            top = max(out)
+            self._next_sequence[full_topic] = max(self._next_sequence[full_topic], top + 1)
+            self._highest[full_topic] = max(self._highest.get(full_topic, -1), top)
+        return out
 
     def _drop(self, full_topic: str) -> None:
         producer = self._producers.pop(full_topic, None)
@@ -139,7 +184,9 @@ class Producers:
     def append(self, full_topic: str, records: Sequence[Record], *, dedupe: bool = True,
                headers: Sequence[dict[str, str]] | None = None, deliver_after: float | None = None,
                label: str = "") -> None:
-        """``label``: the topic's name in errors (edbus's, not Pulsar's)."""
+        """``label``: the topic's name in errors (edbus's, not Pulsar's). ``dedupe`` off (the backend's
+        own writes: dead letters, redrives, which several processes make at once): no event-id dedupe, and
+        a producer name of this process's own, never the configured one."""
         with self._lock:
             if dedupe:
                 todo, digests = self._fresh(full_topic, records, label or full_topic)
@@ -152,15 +199,24 @@ class Producers:
             sequence: list[int] = []  # given once: a resend after a failure reuses them (broker dedupe)
             while sent < len(todo):
                 try:
-                    producer = self._producer(full_topic)
-                    sequence = sequence or self._sequence_ids(full_topic, len(todo))
-                    done, last = self._send(producer, todo[sent:], props[sent:], sequence[sent:], deliver_after)
+                    producer = self._producer(full_topic, named=dedupe)
+                    sequence = sequence or self._sequence_ids(full_topic, todo, label or full_topic)
+                    done, last, dropped = self._send(producer, todo[sent:], props[sent:], sequence[sent:],
+                                                     deliver_after)
                     sent += done
                     if last is not None and last[0] >= 0:  # (-1, -1): a duplicate the broker dropped
                         self.last_sent[full_topic] = last
+                    if dropped:
+                        log.info("edbus: %d event(s) published to %s were stored before (producer %r, by an "
+                                 "earlier attempt): not stored again", dropped, label or full_topic,
+                                 self._names.get(full_topic))
                 except StoreUnavailableError as exc:
                     self._drop(full_topic)
                     if time.monotonic() + delay > deadline:
+                        if dedupe:  # what was stored is known; the rest may be retried with its sequences
+                            self._remember(full_topic, todo[:sent], digests[:sent])
+                            self._unconfirmed[full_topic] = dict(zip((r.id for r in todo[sent:]), sequence[sent:],
+                                                                     strict=False))
                         raise StoreUnavailableError(
                             f"Pulsar broker at {self.holder.config.service_url} unreachable for "
                             f"{self.publish_timeout:g}s: {sent} of {len(todo)} events stored ({exc})") from None
@@ -168,11 +224,12 @@ class Producers:
                     delay = min(delay * 2, 2.0)
             if dedupe:
                 self._remember(full_topic, todo, digests)
+                self._unconfirmed.pop(full_topic, None)
 
     def _send(self, producer: Any, records: Sequence[Record], props: Sequence[dict[str, str]],
-              sequence: Sequence[int], deliver_after: float | None) -> tuple[int, tuple[int, int] | None]:
-        """Send in order; returns how many were acked by the broker before a failure (or all), and the
-        (ledger, entry) of the last of them."""
+              sequence: Sequence[int], deliver_after: float | None) -> tuple[int, tuple[int, int] | None, int]:
+        """Send in order; returns how many were acked by the broker before a failure (or all), the
+        (ledger, entry) of the last of them, and how many of them it dropped as duplicates."""
         import datetime as dt
 
         after = dt.timedelta(seconds=deliver_after) if deliver_after else None
@@ -185,36 +242,44 @@ class Producers:
                 else:
                     sent = producer.send(r.payload, properties=props[0], partition_key=r.key, deliver_after=after,
                                          sequence_id=sequence[0])
-            return 1, (sent.ledger_id(), sent.entry_id())
-        results: list[Any] = [None] * len(records)
-        ids: list[Any] = [None] * len(records)
-        done = threading.Semaphore(0)
+            at = (sent.ledger_id(), sent.entry_id())
+            return 1, at, int(at[0] < 0)
+        n = len(records)
+        results: list[Any] = [None] * n
+        ids: list[Any] = [None] * n
+        answered = itertools.count(1)  # next() is atomic under the GIL: a countdown without a lock
+        all_answered = threading.Event()
 
-        def callback(i: int) -> Any:
-            def on_sent(result: Any, msg_id: Any) -> None:
-                # never raise here: the client's thread would swallow it or abort
-                results[i], ids[i] = result, msg_id
-                done.release()
-            return on_sent
+        def on_sent(i: int, result: Any, msg_id: Any) -> None:
+            # never raise here: the client's thread would swallow it or abort
+            results[i], ids[i] = result, msg_id
+            if next(answered) == n:
+                all_answered.set()
 
         with pulsar_errors(f"publish to {producer.topic()}"):
             for i, r in enumerate(records):
                 if native is not None:
-                    native.send_async(_message(r, props[i], after, sequence[i]), callback(i))
+                    native.send_async(_message(r, props[i], after, sequence[i]), functools.partial(on_sent, i))
                 else:
-                    producer.send_async(r.payload, callback(i), properties=props[i], partition_key=r.key,
-                                        deliver_after=after, sequence_id=sequence[i])
+                    producer.send_async(r.payload, functools.partial(on_sent, i), properties=props[i],
+                                        partition_key=r.key, deliver_after=after, sequence_id=sequence[i])
             producer.flush()
-        for _ in records:
-            done.acquire()
+        # the client answers every send by its send timeout (at most 30 s); past that, the outcome is unknown
+        if not all_answered.wait(_ANSWER_TIMEOUT):
+            raise StoreUnavailableError(f"publish to {producer.topic()}: no answer from the client in "
+                                        f"{_ANSWER_TIMEOUT:g}s")
         import pulsar
 
+        done_count = len(records)
         for i, result in enumerate(results):
             if result != pulsar.Result.Ok:
                 if i == 0:
                     raise StoreUnavailableError(f"publish to {producer.topic()}: {result}")
-                return i, _position(ids[i - 1])
-        return len(records), _position(ids[-1])
+                done_count = i
+                break
+        positions = [_position(m) for m in ids[:done_count]]
+        dropped = sum(1 for p in positions if p is not None and p[0] < 0)
+        return done_count, positions[-1], dropped
 
     def close(self) -> None:
         if self._pid == os.getpid():

@@ -76,7 +76,8 @@ class SqliteBackend(Backend):
     @classmethod
     def from_url(cls, url: str, *, create: bool = True) -> SqliteBackend:
         """``sqlite:///relative/path.db`` or ``sqlite:////absolute/path.db``, optionally
-        ``?synchronous=full|normal``."""
+        ``?synchronous=full|normal``. ``producer=NAME`` is accepted, for settings shared with Pulsar, and
+        not needed: the store finds a retried event id in any process."""
         raw, _, query = url[len("sqlite://"):].partition("?")
         if url[:9].lower() != "sqlite://" or not raw.startswith("/") or raw == "/":
             raise ConfigError(f"bad URL {url!r}: use sqlite:///relative/path.db or sqlite:////absolute/path.db")
@@ -84,10 +85,10 @@ class SqliteBackend(Backend):
         if not path or path == ":memory:":
             raise ConfigError(f"bad URL {url!r}: the embedded store needs a file path")
         options = dict(parse_qsl(query, keep_blank_values=True, strict_parsing=False))
-        unknown = sorted(set(options) - {"synchronous"})
+        unknown = sorted(set(options) - {"synchronous", "producer"})
         if unknown:
             raise ConfigError(f"bad URL {url!r}: unknown option {unknown[0]!r} (the embedded store takes "
-                              "synchronous=full|normal)")
+                              "synchronous=full|normal and producer=NAME)")
         return cls(Path(path).expanduser(), create=create, synchronous=options.get("synchronous", "full"))
 
     @property
