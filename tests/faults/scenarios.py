@@ -157,7 +157,8 @@ def run(scenario: Scenario, backend: str, seed: int, duration: float, workdir: P
                     problems.append(f"producer {w.name} did not stop cleanly: {w.errors()[-500:]}")
             drained = _drain(bus, fleet, runner_log, timeout=max(180.0, (backlog or scenario.backlog) / 2000))
             if drained is None:
-                problems.append("the subscription did not catch up before the drain deadline")
+                problems.append("the subscription did not catch up before the drain deadline: "
+                                + _subscription_state(bus))
             caught_up = now() - started
             for w in fleet.consumers:
                 if w.stop(timeout=60) != 0:
@@ -243,6 +244,29 @@ def _drain(bus: Bus, fleet: Fleet, log: HistoryWriter, timeout: float) -> float 
                 w.start()
         time.sleep(0.5)  # polling the subscription's stats
     return None
+
+
+def _subscription_state(bus: Bus) -> str:
+    """What the store says of the subscription, for a run that did not drain: on Pulsar the broker's
+    own stats of it (per consumer: connected since, unacked, blocked), to tell a stuck client from a
+    stuck broker."""
+    try:
+        [stats] = [s for s in bus.backend.subscriptions(TOPIC) if s.subscription == SUBSCRIPTION]
+        summary = f"backlog {stats.backlog}, in flight {stats.in_flight}, consumers {stats.consumers}"
+        from edbus.backends.pulsar.backend import PulsarBackend
+
+        backend = bus.backend
+        if not isinstance(backend, PulsarBackend):
+            return summary
+        raw = backend.admin.stats(backend.config.prefix + TOPIC)["subscriptions"][SUBSCRIPTION]
+        keep = ("msgBacklog", "unackedMessages", "msgRateRedeliver", "consumersAfterMarkDeletePosition",
+                "lastMarkDeleteAdvancedTimestamp", "blockedSubscriptionOnUnackedMsgs")
+        consumers = [{k: c.get(k) for k in ("consumerName", "unackedMessages", "availablePermits",
+                                             "blockedConsumerOnUnackedMsgs", "connectedSince", "keyHashRanges")}
+                     for c in raw.get("consumers", [])]
+        return f"{summary}; broker: {json.dumps({k: raw.get(k) for k in keep})}; consumers: {json.dumps(consumers)}"
+    except Exception as exc:  # a diagnostic only: the problem is reported either way
+        return f"(no stats: {type(exc).__name__}: {exc})"
 
 
 def _pin_pulsar_schema(bus: Bus) -> None:
