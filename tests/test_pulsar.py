@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from edbus import Bus, Event
-from edbus.backends import Backend, Mode, Record, StartAt, open_backend
+from edbus.backends import Backend, Delivery, Mode, Record, StartAt, open_backend
 from edbus.errors import ConfigError, StoreUnavailableError, ValidationError
 from tests.conftest import backend_url, eventually
 from tests.events import SEQ, Seq
@@ -132,6 +132,34 @@ def test_a_named_producer_refuses_a_sequence_that_does_not_grow_and_stores_nothi
         assert [m.record.id for m in b.read("t", StartAt(), 10)] == ["e1", "e5", "e6", "e7"]
     finally:
         b.close()
+
+
+def test_a_consumer_the_broker_does_not_list_is_replaced_though_the_client_says_it_is_connected(
+        backend: Backend) -> None:
+    """After a broker restart the client can fail to subscribe again and still report itself connected
+    (pulsar-client-cpp #577): only the broker's stats tell. Here the backend's record of its consumer's
+    name is changed, which is how such a consumer looks from the broker; it is replaced, and delivery
+    goes on with the new one."""
+    from edbus.backends.pulsar import PulsarBackend
+
+    assert isinstance(backend, PulsarBackend)
+    backend.subscribe("t", "s", Mode.KEY_ORDERED, StartAt())
+    backend.append("t", [rec(1, "k")])
+    got: list[str] = []
+    eventually(lambda: bool(got.extend(d.message.record.id for d in _fetch_ack(backend)) or got), timeout=10)
+    stale = backend._subs[("t", "s")]
+    assert stale.consumer.is_connected()
+    stale.name = "edbus-unknown-to-the-broker"
+    eventually(lambda: bool(_fetch_ack(backend) or True) and backend._subs[("t", "s")] is not stale, timeout=15)
+    backend.append("t", [rec(2, "k")])
+    eventually(lambda: bool(got.extend(d.message.record.id for d in _fetch_ack(backend)) or "e2" in got), timeout=10)
+    assert got == ["e1", "e2"] and stale.closed
+
+
+def _fetch_ack(backend: Backend) -> list[Delivery]:
+    deliveries = backend.fetch("t", "s", "c", 10, 30)
+    backend.ack(deliveries)
+    return deliveries
 
 
 def test_producer_names_are_checked_in_the_url() -> None:

@@ -6,6 +6,7 @@ import contextlib
 import os
 import threading
 import time
+import uuid
 from collections.abc import Sequence
 from typing import Any
 
@@ -92,6 +93,16 @@ class PulsarBackend(Backend):
         except ValueError:
             raise NotFoundError(f"no edbus subscription {subscription!r} on topic {topic!r}") from None
 
+    def _look(self, topic: str, subscription: str, consumer_name: str) -> tuple[Mode, bool]:
+        """The subscription's mode, and whether the broker has a consumer of that name on it (one admin
+        call: the topic's stats)."""
+        found = (self.admin.stats(self._name(topic)).get("subscriptions") or {}).get(subscription) or {}
+        try:
+            mode = Mode((found.get("subscriptionProperties") or {}).get(MODE, ""))
+        except ValueError:
+            raise NotFoundError(f"no edbus subscription {subscription!r} on topic {topic!r}") from None
+        return mode, any(c.get("consumerName") == consumer_name for c in found.get("consumers") or ())
+
     def subscribe(self, topic: str, subscription: str, mode: Mode, start: StartAt) -> None:
         check_subscription(subscription)
         name = self._name(topic)
@@ -131,10 +142,13 @@ class PulsarBackend(Backend):
         close its consumers before the admin call that deletes it returns, so a connected consumer's
         subscription exists. The admin API is asked (one HTTP round trip) only when the consumer is
         disconnected, and every ``_RECHECK`` seconds in case it was deleted and created again between two
-        fetches. While the broker is unreachable the consumer is kept: a fetch finds nothing new. Once
-        the broker answers again, a consumer still disconnected after ``_RECONNECT_GRACE`` is replaced
-        by a new one (the client's own reconnection backs off up to a minute after a long outage); what
-        the old one held is redelivered to the new one.
+        fetches; that check (the topic's stats) also looks for the consumer, by its name, among the
+        broker's consumers of the subscription. While the broker is unreachable the consumer is kept: a
+        fetch finds nothing new. Once the broker answers again, a consumer still disconnected, or still
+        unknown to the broker although the client says it is connected, after ``_RECONNECT_GRACE`` is
+        replaced by a new one (the client's own reconnection backs off up to a minute after a long
+        outage, and can fail to subscribe again while believing itself connected); what the old one
+        held is redelivered to the new one.
 
         ``None``: an exclusive subscription whose consumer is another process's (the broker refused ours
         with ``ConsumerBusy``); this process is a standby and tries again every ``_STANDBY_RETRY``."""
@@ -150,19 +164,27 @@ class PulsarBackend(Backend):
         now = time.monotonic()
         if state is None and self._standby.get((topic, subscription), 0.0) > now:
             return None
-        if state is not None:
-            if state.consumer.is_connected():
-                state.disconnected_since = 0.0
-                if now < state.trusted_until:
-                    return state
-            else:
-                state.disconnected_since = state.disconnected_since or now
+        connected = state is not None and state.consumer.is_connected()
+        if state is not None and connected and now < state.trusted_until:
+            return state
         try:
-            mode = self._mode(topic, subscription)
+            if state is None:
+                mode, present = self._mode(topic, subscription), False
+            else:
+                mode, present = self._look(topic, subscription, state.name)
         except StoreError:
             if state is None:
                 raise
+            if not connected:
+                state.disconnected_since = state.disconnected_since or now
             return state  # the broker (or its admin API) is down or restarting
+        if state is not None:
+            # the broker's word, not only the client's: after a broker restart the client can believe
+            # itself connected while the broker has no such consumer (docs/pulsar.md)
+            if connected and present:
+                state.disconnected_since = 0.0
+            else:
+                state.disconnected_since = state.disconnected_since or now
         if state is not None and state.mode is mode and (
                 not state.disconnected_since or now - state.disconnected_since < _RECONNECT_GRACE):
             state.trusted_until = now + _RECHECK
@@ -193,14 +215,16 @@ class PulsarBackend(Backend):
         client = self.holder.get()
         with pulsar_errors(f"subscribe to {topic}/{subscription}"):
             try:
+                consumer_name = f"edbus-{os.getpid()}-{uuid.uuid4().hex[:12]}"  # to find it in the broker's stats
                 consumer = client.subscribe(
                     [self.config.full(name), self.config.full(retry_topic(name, subscription))],
-                    subscription, consumer_type=consumer_type(mode), receiver_queue_size=1000)
+                    subscription, consumer_type=consumer_type(mode), receiver_queue_size=1000,
+                    consumer_name=consumer_name)
             except pulsar.ConsumerBusy:
                 if mode is not Mode.EXCLUSIVE:
                     raise
                 return None
-        state = SubState(topic, subscription, mode, consumer)
+        state = SubState(topic, subscription, mode, consumer, consumer_name)
         state.trusted_until = now + _RECHECK
         # a new consumer's first dispatch can take a while:
         # when the subscription has a backlog, the first fetch waits for it longer

@@ -82,11 +82,12 @@ class _Scan:
 class SubState:
     """One subscription in this process: its Pulsar consumer and what it holds."""
 
-    def __init__(self, topic: str, subscription: str, mode: Mode, consumer: Any) -> None:
+    def __init__(self, topic: str, subscription: str, mode: Mode, consumer: Any, name: str = "") -> None:
         self.topic = topic
         self.subscription = subscription
         self.mode = mode
         self.consumer = consumer
+        self.name = name  # the consumer's name, as the broker's stats list it
         # pulsar-client's C++ consumer, under its Python wrapper (3.5 to 3.13: ``_consumer``): receiving and acking
         # through it skips a wrapper object and a type check per message (~10 % of a fetch's time)
         self.native = getattr(consumer, "_consumer", consumer)
