@@ -317,7 +317,9 @@ class PulsarBackend(Backend):
             raise NotFoundError(f"no event {start.event_id!r} in topic {topic!r}")
         return None
 
-    def _scan(self, topic: str, start_id: Any = None) -> Any:
+    def _scan(self, topic: str, start_id: Any = None, at_time: float | None = None) -> Any:
+        """The topic's messages from ``start_id`` (default: the earliest), or from about ``at_time``
+        (epoch seconds: the reader seeks there by publish time, the caller skips what is before it)."""
         import pulsar
 
         name = self._name(topic)
@@ -329,6 +331,8 @@ class PulsarBackend(Backend):
         with pulsar_errors(f"read {topic}"):
             reader = client.create_reader(self.config.full(name),
                                           start_id if start_id is not None else pulsar.MessageId.earliest)
+            if at_time is not None and start_id is None:
+                reader.seek(int(at_time * 1000))
         try:
             while True:
                 with pulsar_errors(f"read {topic}"):
@@ -345,6 +349,9 @@ class PulsarBackend(Backend):
             self.admin.reset_cursor_position(name, subscription, -1, -1)
         elif start.where == "latest":
             self.admin.reset_cursor_position(name, subscription, 2**63 - 1, 2**63 - 1)
+        elif start.where == "time":
+            # the broker's search by publish time (a binary search over the ledgers), not a scan
+            self.admin.reset_cursor_time(name, subscription, int((start.time or 0) * 1000))
         else:
             found = self._find(topic, start)
             if found is None:
@@ -364,7 +371,7 @@ class PulsarBackend(Backend):
             return []
         start_id = message_id(after) if after is not None else None
         out: list[Message] = []
-        for msg in self._scan(topic, start_id):
+        for msg in self._scan(topic, start_id, start.time if after is None and start.where == "time" else None):
             if after is None and start.where == "time" and msg.publish_timestamp() < (start.time or 0) * 1000:
                 continue
             if after is None and start.where == "event" and not out and event_id(msg.properties()) != start.event_id:
