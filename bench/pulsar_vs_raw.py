@@ -7,7 +7,9 @@
 Both sides send the same ~1 KB messages (edbus's encoded Avro payload and its envelope headers as
 properties), batching off, each send acked by the broker (journalSyncData on): single sync sends,
 pipelined sends of 100 (send_async + flush: edbus's publish_many), and consume + ack (the consumer
-connecting after the sends on both sides, Key_Shared, receive queue 1,000). Then end-to-end
+connecting after the sends on both sides, Key_Shared, receive queue 1,000). The sends of 100 are
+measured in alternating rounds (``--rounds``: raw, edbus, raw, edbus, ...) and summed, so that a change of
+pace of the shared machine or broker during the run weighs on both sides alike. Then end-to-end
 latency at a fixed rate (1,000 events/s: every 10 ms a send of 10, pipelined and flushed as above, on a
 fresh topic with its consumer already running): from handing the send to the client to the consumer
 holding the message (raw: ``receive`` returned; edbus: the handler called), p50 and p99, the first 10 %
@@ -109,58 +111,95 @@ def edbus_latency(url: str, n: int) -> str:
     return latency(sent, received)
 
 
-def raw(service: str, topic: str, body: bytes, props: dict[str, str], single: int, batched: int) -> dict[str, str]:
-    import pulsar
+class RawSide:
+    """The raw client: sends of prepared bytes, ``receive`` + ``acknowledge``."""
 
-    client = pulsar.Client(service, logger=pulsar.ConsoleLogger(pulsar.LoggerLevel.Error))
-    producer = client.create_producer(topic, batching_enabled=False, block_if_queue_full=True)
-    out = {}
-    start = time.perf_counter()
-    for i in range(single):
-        producer.send(body, properties=props, partition_key=f"k{i % 100}")
-    out["single send"] = rate(single, time.perf_counter() - start)
-    start = time.perf_counter()
-    for base in range(0, batched, 100):
-        for i in range(base, base + 100):
-            producer.send_async(body, lambda *_: None, properties=props, partition_key=f"k{i % 100}")
-        producer.flush()
-    out["sends of 100"] = rate(batched, time.perf_counter() - start)
-    # the consumer connects after the sends, as edbus's does (``Consumer.run``): no head start on a
-    # receive queue filled while publishing, and no receiving competing with the sends
-    start = time.perf_counter()
-    consumer = client.subscribe(topic, "bench", consumer_type=pulsar.ConsumerType.KeyShared,
-                                initial_position=pulsar.InitialPosition.Earliest, receiver_queue_size=1000)
-    for _ in range(single + batched):
-        consumer.acknowledge(consumer.receive(10_000))
-    out["consume + ack"] = rate(single + batched, time.perf_counter() - start)
-    client.close()
-    return out
+    def __init__(self, service: str, topic: str, body: bytes, props: dict[str, str]) -> None:
+        import pulsar
+
+        self.client = pulsar.Client(service, logger=pulsar.ConsoleLogger(pulsar.LoggerLevel.Error))
+        self.producer = self.client.create_producer(topic, batching_enabled=False, block_if_queue_full=True)
+        self.topic, self.body, self.props = topic, body, props
+        self.consumer: Any = None
+        self.sent = 0
+
+    def single(self, n: int) -> None:
+        for i in range(n):
+            self.producer.send(self.body, properties=self.props, partition_key=f"k{i % 100}")
+
+    def batched(self, n: int) -> None:
+        for base in range(0, n, 100):
+            for i in range(base, base + 100):
+                self.producer.send_async(self.body, lambda *_: None, properties=self.props,
+                                         partition_key=f"k{i % 100}")
+            self.producer.flush()
+
+    def consume(self, n: int) -> None:
+        import pulsar
+
+        if self.consumer is None:
+            # the consumer connects after the sends, as edbus's does (``Consumer.run``): no head start on
+            # a receive queue filled while publishing, and no receiving competing with the sends
+            self.consumer = self.client.subscribe(self.topic, "bench", consumer_type=pulsar.ConsumerType.KeyShared,
+                                                  initial_position=pulsar.InitialPosition.Earliest,
+                                                  receiver_queue_size=1000)
+        for _ in range(n):
+            self.consumer.acknowledge(self.consumer.receive(10_000))
+
+    def close(self) -> None:
+        self.client.close()
 
 
-def edbus(url: str, single: int, batched: int) -> dict[str, str]:
-    bus = Bus.from_url(url)
-    out = {}
-    bus.backend.subscribe(bus.topic("bench"), "bench", __import__("edbus").backends.Mode.KEY_ORDERED,
-                          __import__("edbus").backends.StartAt())
-    start = time.perf_counter()
-    for i in range(single):
-        bus.publish("bench", EVENT, payload(i))
-    out["single send"] = rate(single, time.perf_counter() - start)
-    start = time.perf_counter()
-    for base in range(0, batched, 100):
-        bus.publish_many("bench", [(EVENT, payload(i)) for i in range(base, base + 100)])
-    out["sends of 100"] = rate(batched, time.perf_counter() - start)
-    consumer: Consumer = bus.consumer("bench", "bench")
-    seen = [0]
+class EdbusSide:
+    """edbus: ``bus.publish`` / ``bus.publish_many`` of payload objects, ``Consumer.run`` with a no-op handler."""
 
-    def handle(_: Event[object]) -> None:
-        seen[0] += 1
+    def __init__(self, url: str) -> None:
+        from edbus.backends import Mode, StartAt
 
-    consumer.handler(EVENT)(handle)
-    start = time.perf_counter()
-    consumer.run(max_events=single + batched, install_signals=False)
-    out["consume + ack"] = rate(single + batched, time.perf_counter() - start)
-    bus.close()
+        self.bus = Bus.from_url(url)
+        self.bus.backend.subscribe(self.bus.topic("bench"), "bench", Mode.KEY_ORDERED, StartAt())
+        self.consumer: Consumer = self.bus.consumer("bench", "bench")
+        self.consumer.handler(EVENT)(lambda _: None)
+        self.next = 0
+
+    def single(self, n: int) -> None:
+        for i in range(n):
+            self.bus.publish("bench", EVENT, payload(i))
+
+    def batched(self, n: int) -> None:
+        for base in range(0, n, 100):
+            self.bus.publish_many("bench", [(EVENT, payload(i)) for i in range(base, base + 100)])
+
+    def consume(self, n: int) -> None:
+        self.consumer.run(max_events=n, install_signals=False)
+
+    def close(self) -> None:
+        self.bus.close()
+
+
+def compare(sides: dict[str, Any], single: int, batched: int, rounds: int) -> dict[str, dict[str, str]]:
+    """Both sides measured in alternating rounds (raw, edbus, raw, edbus, ...), their times summed: a
+    change of the machine's or the broker's pace during the run weighs on both alike."""
+    out: dict[str, dict[str, str]] = {name: {} for name in sides}
+    for name, side in sides.items():
+        start = time.perf_counter()
+        side.single(single)
+        out[name]["single send"] = rate(single, time.perf_counter() - start)
+    share = batched // rounds // 100 * 100  # events of one round of sends (whole sends of 100)
+    spent = dict.fromkeys(sides, 0.0)
+    for _ in range(rounds):
+        for name, side in sides.items():
+            start = time.perf_counter()
+            side.batched(share)
+            spent[name] += time.perf_counter() - start
+    for name in sides:
+        out[name]["sends of 100"] = rate(share * rounds, spent[name])
+    # consume + ack in one go per side: ``Consumer.run`` is a long-running loop (a run subscribes, which
+    # takes admin calls, and starts its handler threads), not something to start per round
+    for name, side in sides.items():
+        start = time.perf_counter()
+        side.consume(single + share * rounds)
+        out[name]["consume + ack"] = rate(single + share * rounds, time.perf_counter() - start)
     return out
 
 
@@ -170,6 +209,7 @@ def main() -> None:
     parser.add_argument("--single", type=int, default=2000)
     parser.add_argument("--batched", type=int, default=20000)
     parser.add_argument("--latency", type=int, default=5000, help="events of the latency run (at 1,000/s)")
+    parser.add_argument("--rounds", type=int, default=5, help="alternating rounds of the sends of 100")
     args = parser.parse_args()
     prefix = f"bench{uuid.uuid4().hex[:8]}-"
     sep = "&" if "?" in args.url else "?"
@@ -190,8 +230,12 @@ def main() -> None:
     headers = sum(len(k) + len(v) for k, v in wire.items())
     print(f"message: {len(record.payload)} B payload + {len(wire)} properties of {headers} B "
           f"({len(record.payload) + headers} B), batching off, broker acks after the journal fsync")
-    results = {"raw pulsar-client": raw(service, raw_topic, record.payload, wire, args.single, args.batched),
-               "edbus": edbus(url, args.single, args.batched)}
+    sides = {"raw pulsar-client": RawSide(service, raw_topic, record.payload, wire), "edbus": EdbusSide(url)}
+    try:
+        results = compare(sides, args.single, args.batched, args.rounds)
+    finally:
+        for side in sides.values():
+            side.close()
     results["raw pulsar-client"]["latency @1k/s"] = raw_latency(
         service, bus.backend.config.full(f"{prefix}rawlatency"), record.payload, wire, args.latency)
     results["edbus"]["latency @1k/s"] = edbus_latency(url, args.latency)

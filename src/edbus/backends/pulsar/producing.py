@@ -197,12 +197,15 @@ class Producers:
             delay = 0.05
             sent = 0
             sequence: list[int] = []  # given once: a resend after a failure reuses them (broker dedupe)
+            # the broker drops a duplicate only on a resend, or for a named producer's retry: only then
+            # are the receipts of the batch looked at (two calls into the client per event)
+            resend = dedupe and bool(self.name)
             while sent < len(todo):
                 try:
                     producer = self._producer(full_topic, named=dedupe)
                     sequence = sequence or self._sequence_ids(full_topic, todo, label or full_topic)
                     done, last, dropped = self._send(producer, todo[sent:], props[sent:], sequence[sent:],
-                                                     deliver_after)
+                                                     deliver_after, resend)
                     sent += done
                     if last is not None and last[0] >= 0:  # (-1, -1): a duplicate the broker dropped
                         self.last_sent[full_topic] = last
@@ -212,6 +215,7 @@ class Producers:
                                  self._names.get(full_topic))
                 except StoreUnavailableError as exc:
                     self._drop(full_topic)
+                    resend = True
                     if time.monotonic() + delay > deadline:
                         if dedupe:  # what was stored is known; the rest may be retried with its sequences
                             self._remember(full_topic, todo[:sent], digests[:sent])
@@ -227,9 +231,11 @@ class Producers:
                 self._unconfirmed.pop(full_topic, None)
 
     def _send(self, producer: Any, records: Sequence[Record], props: Sequence[dict[str, str]],
-              sequence: Sequence[int], deliver_after: float | None) -> tuple[int, tuple[int, int] | None, int]:
+              sequence: Sequence[int], deliver_after: float | None,
+              count_dropped: bool = True) -> tuple[int, tuple[int, int] | None, int]:
         """Send in order; returns how many were acked by the broker before a failure (or all), the
-        (ledger, entry) of the last of them, and how many of them it dropped as duplicates."""
+        (ledger, entry) of the last of them, and how many of them it dropped as duplicates (0 unless
+        ``count_dropped``)."""
         import datetime as dt
 
         after = dt.timedelta(seconds=deliver_after) if deliver_after else None
@@ -277,6 +283,8 @@ class Producers:
                     raise StoreUnavailableError(f"publish to {producer.topic()}: {result}")
                 done_count = i
                 break
+        if not count_dropped:
+            return done_count, _position(ids[done_count - 1]), 0
         positions = [_position(m) for m in ids[:done_count]]
         dropped = sum(1 for p in positions if p is not None and p[0] < 0)
         return done_count, positions[-1], dropped
