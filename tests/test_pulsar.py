@@ -125,7 +125,7 @@ def test_a_named_producer_refuses_a_sequence_that_does_not_grow_and_stores_nothi
         b.append("t", [dataclasses.replace(rec(1, "k"), sequence=10)])
         with pytest.raises(ValidationError, match=r"event 'e3': sequence 4 of producer 'studio-1' .* not above 11"):
             b.append("t", [dataclasses.replace(rec(2, "k"), sequence=11), dataclasses.replace(rec(3, "k"), sequence=4)])
-        with pytest.raises(ValidationError, match="sequence 10 .* not above 10"):
+        with pytest.raises(ValidationError, match=r"sequence 10 .* not above 10"):
             b.append("t", [dataclasses.replace(rec(4, "k"), sequence=10)])  # a new id with a used sequence
         b.append("t", [dataclasses.replace(rec(1, "k"), sequence=10)])  # the same event again: nothing to do
         b.append("t", [rec(5, "k"), dataclasses.replace(rec(6, "k"), sequence=12), rec(7, "k")])  # mixed
