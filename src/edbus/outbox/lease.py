@@ -1,9 +1,10 @@
 """One active relay per shard: a lease row in the service's database, taken when free or expired, renewed
 by its holder. A standby polls and takes over once the holder stops renewing (killed, hung, partitioned).
 
-Two relays overlapping (a holder paused past its lease) is harmless for correctness: both publish rows
-with their outbox ids, which the bus stores once. The lease keeps the normal case to one sender, so the
-bus sees each key's events in outbox order. Clocks of the relay hosts must agree to well within the ttl.
+Two relays overlapping (a holder paused past its lease) loses nothing: both publish rows with their
+outbox ids, which the embedded store stores once (on Pulsar the second copy is a duplicate with the same
+id, docs/outbox.md). The lease keeps the normal case to one sender, so the bus sees each key's events in
+outbox order. Clocks of the relay hosts must agree to well within the ttl.
 """
 
 from __future__ import annotations
