@@ -307,15 +307,11 @@ class PulsarBackend(Backend):
 
     # -- replay and readers ------------------------------------------------------------------
     def _find(self, topic: str, start: StartAt) -> Any:
-        """The message id of the first message at ``start`` (time or event), or None if past the end."""
+        """The message id of the event ``start`` names (a scan from the earliest: no index by id)."""
         for msg in self._scan(topic):
-            if start.where == "event" and event_id(msg.properties()) == start.event_id:
+            if event_id(msg.properties()) == start.event_id:
                 return msg.message_id()
-            if start.where == "time" and msg.publish_timestamp() >= (start.time or 0) * 1000:
-                return msg.message_id()
-        if start.where == "event":
-            raise NotFoundError(f"no event {start.event_id!r} in topic {topic!r}")
-        return None
+        raise NotFoundError(f"no event {start.event_id!r} in topic {topic!r}")
 
     def _scan(self, topic: str, start_id: Any = None, at_time: float | None = None) -> Any:
         """The topic's messages from ``start_id`` (default: the earliest), or from about ``at_time``
@@ -354,10 +350,7 @@ class PulsarBackend(Backend):
             self.admin.reset_cursor_time(name, subscription, int((start.time or 0) * 1000))
         else:
             found = self._find(topic, start)
-            if found is None:
-                self.admin.reset_cursor_position(name, subscription, 2**63 - 1, 2**63 - 1)
-            else:
-                self.admin.reset_cursor_position(name, subscription, found.ledger_id(), found.entry_id())
+            self.admin.reset_cursor_position(name, subscription, found.ledger_id(), found.entry_id())
 
     def seek(self, topic: str, subscription: str, start: StartAt) -> None:
         self._mode(topic, subscription)

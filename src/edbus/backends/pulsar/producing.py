@@ -200,32 +200,35 @@ class Producers:
             # the broker drops a duplicate only on a resend, or for a named producer's retry: only then
             # are the receipts of the batch looked at (two calls into the client per event)
             resend = dedupe and bool(self.name)
-            while sent < len(todo):
-                try:
-                    producer = self._producer(full_topic, named=dedupe)
-                    sequence = sequence or self._sequence_ids(full_topic, todo, label or full_topic)
-                    done, last, dropped = self._send(producer, todo[sent:], props[sent:], sequence[sent:],
-                                                     deliver_after, resend)
-                    sent += done
-                    if last is not None and last[0] >= 0:  # (-1, -1): a duplicate the broker dropped
-                        self.last_sent[full_topic] = last
-                    if dropped:
-                        log.info("edbus: %d event(s) published to %s were stored before (producer %r, by an "
-                                 "earlier attempt): not stored again", dropped, label or full_topic,
-                                 self._names.get(full_topic))
-                except StoreUnavailableError as exc:
-                    self._drop(full_topic)
-                    resend = True
-                    if time.monotonic() + delay > deadline:
-                        if dedupe:  # what was stored is known; the rest may be retried with its sequences
-                            self._remember(full_topic, todo[:sent], digests[:sent])
-                            self._unconfirmed[full_topic] = dict(zip((r.id for r in todo[sent:]), sequence[sent:],
-                                                                     strict=False))
-                        raise StoreUnavailableError(
-                            f"Pulsar broker at {self.holder.config.service_url} unreachable for "
-                            f"{self.publish_timeout:g}s: {sent} of {len(todo)} events stored ({exc})") from None
-                    time.sleep(delay)  # backoff before the next attempt, not synchronisation
-                    delay = min(delay * 2, 2.0)
+            try:
+                while sent < len(todo):
+                    try:
+                        producer = self._producer(full_topic, named=dedupe)
+                        sequence = sequence or self._sequence_ids(full_topic, todo, label or full_topic)
+                        done, last, dropped = self._send(producer, todo[sent:], props[sent:], sequence[sent:],
+                                                         deliver_after, resend)
+                        sent += done
+                        if last is not None and last[0] >= 0:  # (-1, -1): a duplicate the broker dropped
+                            self.last_sent[full_topic] = last
+                        if dropped:
+                            log.info("edbus: %d event(s) published to %s were stored before (producer %r, by "
+                                     "an earlier attempt): not stored again", dropped, label or full_topic,
+                                     self._names.get(full_topic))
+                    except StoreUnavailableError as exc:
+                        self._drop(full_topic)
+                        resend = True
+                        if time.monotonic() + delay > deadline:
+                            raise StoreUnavailableError(
+                                f"Pulsar broker at {self.holder.config.service_url} unreachable for "
+                                f"{self.publish_timeout:g}s: {sent} of {len(todo)} events stored ({exc})") from None
+                        time.sleep(delay)  # backoff before the next attempt, not synchronisation
+                        delay = min(delay * 2, 2.0)
+            except BaseException:
+                if dedupe and sequence:  # what was stored is known; the rest may be retried with its sequences
+                    self._remember(full_topic, todo[:sent], digests[:sent])
+                    self._unconfirmed[full_topic] = dict(zip((r.id for r in todo[sent:]), sequence[sent:],
+                                                             strict=True))
+                raise
             if dedupe:
                 self._remember(full_topic, todo, digests)
                 self._unconfirmed.pop(full_topic, None)
