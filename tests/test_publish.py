@@ -121,14 +121,17 @@ def test_publish_many_takes_caller_chosen_ids_and_stores_a_retried_batch_once(bu
 
 def test_a_sequence_is_kept_with_the_event_and_a_bad_one_is_refused_before_anything_is_stored(bus: Bus) -> None:
     bus.publish("t", SEQ, Seq("k", 1), id="a", sequence=0)
+    assert bus.publish_many("t", [(SEQ, Seq("k", 3), "c", 3), (SEQ, Seq("k", 4), "d", 4)]) == ["c", "d"]
     record = dataclasses.replace(bus.codec.encode(bus.topic("t"), SEQ, Seq("k", 2), id="b"), sequence=2**63 - 1)
     assert bus.publish_encoded("t", [record]) == ["b"]
     for bad in (-1, 2**63, 1.5, True, "3"):
         with pytest.raises(ValidationError, match="bad sequence"):
-            bus.publish("t", SEQ, Seq("k", 3), id="c", sequence=bad)  # type: ignore[arg-type]
+            bus.publish("t", SEQ, Seq("k", 3), id="e", sequence=bad)  # type: ignore[arg-type]
         with pytest.raises(ValidationError, match="bad sequence"):
-            bus.publish_encoded("t", [dataclasses.replace(record, id="c", sequence=bad)])  # type: ignore[arg-type]
-    assert stored(bus, "t") == 2
+            bus.publish_many("t", [(SEQ, Seq("k", 5), "f", 5), (SEQ, Seq("k", 6), "g", bad)])  # type: ignore[list-item]
+        with pytest.raises(ValidationError, match="bad sequence"):
+            bus.publish_encoded("t", [dataclasses.replace(record, id="e", sequence=bad)])  # type: ignore[arg-type]
+    assert stored(bus, "t") == 4  # nothing of a publish with a bad sequence
 
 
 def test_bad_topic_names_are_refused(bus: Bus) -> None:

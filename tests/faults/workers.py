@@ -10,7 +10,6 @@ left without an answer ("unknown"), then goes on with the next sequence numbers 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import signal
@@ -80,17 +79,14 @@ def _publish(bus: Bus, topic: str, history: HistoryWriter, batch: list[dict[str,
              retry: bool = False) -> None:
     """Log the attempt, publish, log the ack. A StoreError is an unknown outcome: the same ids are
     published again (after a pause) until acknowledged, even when a stop was requested."""
-    full = bus.topic(topic)
-    records = [dataclasses.replace(bus.codec.encode(full, SEQ, Seq(r["key"], r["seq"], r["producer"]), id=r["id"]),
-                                   sequence=r["n"]) for r in batch]
+    items = [(SEQ, Seq(r["key"], r["seq"], r["producer"]), r["id"], r["n"]) for r in batch]
     while True:
         history.write_many("attempt", [{**r, "retry": retry} for r in batch])
         try:
-            if len(batch) == 1:
-                r = batch[0]
-                bus.publish(topic, SEQ, Seq(r["key"], r["seq"], r["producer"]), id=r["id"], sequence=r["n"])
+            if len(items) == 1:
+                bus.publish(topic, items[0][0], items[0][1], id=items[0][2], sequence=items[0][3])
             else:
-                bus.publish_encoded(topic, records)
+                bus.publish_many(topic, items)
         except StoreError as exc:
             history.write("error", ids=[r["id"] for r in batch], error=f"{type(exc).__name__}: {exc}"[:300])
             retry = True

@@ -86,19 +86,25 @@ class Bus:
         return record.id
 
     def publish_many(self, topic: str,
-                     events: Sequence[tuple[EventType[Any], Any] | tuple[EventType[Any], Any, str]]) -> list[str]:
+                     events: Sequence[tuple[EventType[Any], Any] | tuple[EventType[Any], Any, str]
+                                      | tuple[EventType[Any], Any, str, int]]) -> list[str]:
         """Store several events in one transaction (group commit): all of them or none.
 
-        Each item is ``(event_type, payload)`` or ``(event_type, payload, event_id)``.
+        Each item is ``(event_type, payload)``, ``(event_type, payload, event_id)`` or
+        ``(event_type, payload, event_id, sequence)`` (a named producer's sequence, see ``publish``).
         """
         topic = self.topic(topic)
         if not isinstance(events, Sequence):
-            raise ValidationError("publish_many takes a sequence of (event_type, payload[, id]) tuples")
+            raise ValidationError("publish_many takes a sequence of (event_type, payload[, id[, sequence]]) tuples")
         records = []
         for item in events:
-            if not isinstance(item, tuple) or len(item) not in (2, 3):
-                raise ValidationError(f"publish_many: expected (event_type, payload[, id]), got {item!r:.80}")
-            records.append(self.codec.encode(topic, item[0], item[1], id=item[2] if len(item) == 3 else None))
+            if not isinstance(item, tuple) or len(item) not in (2, 3, 4):
+                raise ValidationError(f"publish_many: expected (event_type, payload[, id[, sequence]]), "
+                                      f"got {item!r:.80}")
+            record = self.codec.encode(topic, item[0], item[1], id=item[2] if len(item) >= 3 else None)
+            if len(item) == 4:
+                record = dataclasses.replace(record, sequence=check_sequence(item[3]))
+            records.append(record)
         if records:
             self._append(topic, records)
         return [r.id for r in records]
