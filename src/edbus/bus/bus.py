@@ -81,7 +81,7 @@ class Bus:
         topic = self.topic(topic)
         record = self.codec.encode(topic, event_type, payload, id=id, time=time, traceparent=traceparent)
         if sequence is not None:
-            record = dataclasses.replace(record, sequence=check_sequence(sequence))
+            record = dataclasses.replace(record, sequence=sequence)
         self._append(topic, [record])
         return record.id
 
@@ -103,7 +103,7 @@ class Bus:
                                       f"got {item!r:.80}")
             record = self.codec.encode(topic, item[0], item[1], id=item[2] if len(item) >= 3 else None)
             if len(item) == 4:
-                record = dataclasses.replace(record, sequence=check_sequence(item[3]))
+                record = dataclasses.replace(record, sequence=item[3])
             records.append(record)
         if records:
             self._append(topic, records)
@@ -113,14 +113,14 @@ class Bus:
         """Store records made by ``bus.codec`` (``encode`` or ``encode_data``, for tools that have JSON
         rather than payload objects) in one transaction, through the publish middleware."""
         topic = self.topic(topic)
-        for r in records:
-            if r.sequence is not None:
-                check_sequence(r.sequence)
         if records:
             self._append(topic, records)
         return [r.id for r in records]
 
     def _append(self, topic: str, records: Sequence[Record]) -> None:
+        for r in records:  # every publish path: a bad sequence is refused before anything is stored
+            if r.sequence is not None:
+                check_sequence(r.sequence)
         records = self.middleware.before_publish(topic, records)
         try:
             self.backend.append(topic, records)

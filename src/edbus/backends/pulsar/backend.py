@@ -86,21 +86,22 @@ class PulsarBackend(Backend):
             self.producers.append(self._full(topic), records, label=topic)
 
     # -- subscriptions -----------------------------------------------------------------------
-    def _mode(self, topic: str, subscription: str) -> Mode:
-        props = self.admin.subscription_properties(self._name(topic), subscription)
+    @staticmethod
+    def _mode_of(props: dict[str, str], topic: str, subscription: str) -> Mode:
+        """The mode recorded in a subscription's properties; none: not an edbus subscription."""
         try:
             return Mode(props.get(MODE, ""))
         except ValueError:
             raise NotFoundError(f"no edbus subscription {subscription!r} on topic {topic!r}") from None
 
+    def _mode(self, topic: str, subscription: str) -> Mode:
+        return self._mode_of(self.admin.subscription_properties(self._name(topic), subscription), topic, subscription)
+
     def _look(self, topic: str, subscription: str, consumer_name: str) -> tuple[Mode, bool]:
         """The subscription's mode, and whether the broker has a consumer of that name on it (one admin
         call: the topic's stats)."""
         found = (self.admin.stats(self._name(topic)).get("subscriptions") or {}).get(subscription) or {}
-        try:
-            mode = Mode((found.get("subscriptionProperties") or {}).get(MODE, ""))
-        except ValueError:
-            raise NotFoundError(f"no edbus subscription {subscription!r} on topic {topic!r}") from None
+        mode = self._mode_of(found.get("subscriptionProperties") or {}, topic, subscription)
         return mode, any(c.get("consumerName") == consumer_name for c in found.get("consumers") or ())
 
     def subscribe(self, topic: str, subscription: str, mode: Mode, start: StartAt) -> None:
