@@ -175,8 +175,11 @@ def run(scenario: Scenario, backend: str, seed: int, duration: float, workdir: P
         if broker is not None:
             broker.stop()
     figures = check(history_dir, stored=stored, dead_lettered=dead)
-    return RunResult(backend, scenario, seed, duration, figures,
-                     tuple(figures.violations(scenario.rules()) + problems), drained or 0.0, caught_up,
+    violations = figures.violations(scenario.rules()) + problems
+    if violations:  # what the workers logged (e.g. a consumer replaced) says where to look
+        violations += [f"log: {w.name}: {line}" for w in [*fleet.producers, *fleet.consumers]
+                       for line in w.errors().splitlines() if "edbus" in line][-10:]
+    return RunResult(backend, scenario, seed, duration, figures, tuple(violations), drained or 0.0, caught_up,
                      backlog_rate)
 
 

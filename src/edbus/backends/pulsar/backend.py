@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import threading
 import time
@@ -54,6 +55,8 @@ def retry_topic(topic: str, subscription: str) -> str:
     """Where redriven dead letters go: read by this subscription only."""
     return f"{topic}-{subscription}-RETRY"
 
+
+log = logging.getLogger("edbus.backends.pulsar")
 
 class PulsarBackend(Backend):
     def __init__(self, url: str) -> None:
@@ -193,6 +196,10 @@ class PulsarBackend(Backend):
         if state is not None and state.mode is not mode:
             self._forget(topic, subscription)  # deleted and created again in another mode meanwhile
             state = None
+        if state is not None:
+            log.warning("edbus: replacing consumer %s of %s/%s: %s for %.1f s while the broker answers; what it "
+                        "holds is delivered again", state.name, topic, subscription,
+                        "unknown to the broker" if connected else "disconnected", now - state.disconnected_since)
         try:
             fresh = self._subscribe(topic, subscription, mode, now)
         except StoreError:
