@@ -8,11 +8,12 @@ import datetime as dt
 import uuid
 
 import attrs
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from edbus.backends import Message, Record
-from edbus.errors import DecodeError
+from edbus.errors import DecodeError, EventTooLargeError, ValidationError
 from edbus.events import Codec, EventType
 from edbus.schema import CheckedSchemaRegistry
 from tests.events import CATALOG_CHANGED, CourseInfo, Pacing, Schedule, course
@@ -140,3 +141,36 @@ def test_a_reader_whose_payload_class_has_another_name_decodes_nested_records() 
     assert decoded == CatalogInfoAsTheReaderCallsIt(**attrs.asdict(payload, recurse=False))
     assert [f["type"]["name"] for f in CATALOG_CHANGED.schema["fields"] if f["name"] == "schedule"] \
         == ["Schedule"]
+
+
+@given(st.lists(st.tuples(courses, st.none() | st.uuids().map(str)), min_size=1, max_size=8))
+@settings(max_examples=150, suppress_health_check=[HealthCheck.too_slow])
+def test_encode_many_gives_what_encode_gives_except_one_shared_time(items: list[tuple[CourseInfo, str | None]]) -> None:
+    many = codec.encode_many("t", [(CATALOG_CHANGED, p, i, n) for n, (p, i) in enumerate(items)])
+    assert len({r.headers["ce_time"] for r in many}) == 1
+    for n, ((payload, given_id), record) in enumerate(zip(items, many, strict=True)):
+        one = codec.encode("t", CATALOG_CHANGED, payload, id=given_id, sequence=n)
+        assert (record.type, record.key, record.payload, record.sequence) == (one.type, one.key, one.payload, n)
+        assert record.id == given_id if given_id else record.id != one.id
+        assert record.headers["ce_id"] == record.id
+        assert {k: v for k, v in record.headers.items() if k not in ("ce_id", "ce_time")} \
+            == {k: v for k, v in one.headers.items() if k not in ("ce_id", "ce_time")}
+        assert list(record.headers) == list(one.headers)  # the same headers, written in the same order
+
+
+@given(courses, st.none() | st.just("00-" + "a" * 32 + "-" + "b" * 16 + "-01"))
+@settings(max_examples=100, suppress_health_check=[HealthCheck.too_slow])
+def test_the_size_limit_counts_exactly_what_record_size_counts(payload: CourseInfo, traceparent: str | None) -> None:
+    size = codec.encode("t", CATALOG_CHANGED, payload, traceparent=traceparent).size
+    at_limit = Codec(codec.registry, max_event_bytes=size)
+    assert at_limit.encode("t", CATALOG_CHANGED, payload, traceparent=traceparent).size == size
+    with pytest.raises(EventTooLargeError, match=f"event is {size} bytes, over the {size - 1}-byte limit"):
+        Codec(codec.registry, max_event_bytes=size - 1).encode("t", CATALOG_CHANGED, payload, traceparent=traceparent)
+
+
+def test_encode_many_refuses_a_batch_with_one_bad_payload_or_id_with_a_clear_error() -> None:
+    good = course(1)
+    with pytest.raises(ValidationError, match="expected CourseInfo, got str"):
+        codec.encode_many("t", [(CATALOG_CHANGED, good, None, None), (CATALOG_CHANGED, "not a course", None, None)])
+    with pytest.raises(ValidationError, match="event id must be a non-empty string"):
+        codec.encode_many("t", [(CATALOG_CHANGED, good, None, None), (CATALOG_CHANGED, good, "", None)])

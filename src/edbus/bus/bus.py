@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
@@ -79,9 +78,8 @@ class Bus:
         that grows with every new event of that producer (``Record.sequence``, docs/pulsar.md).
         """
         topic = self.topic(topic)
-        record = self.codec.encode(topic, event_type, payload, id=id, time=time, traceparent=traceparent)
-        if sequence is not None:
-            record = dataclasses.replace(record, sequence=sequence)
+        record = self.codec.encode(topic, event_type, payload, id=id, time=time, traceparent=traceparent,
+                                   sequence=sequence)
         self._append(topic, [record])
         return record.id
 
@@ -96,15 +94,7 @@ class Bus:
         topic = self.topic(topic)
         if not isinstance(events, Sequence):
             raise ValidationError("publish_many takes a sequence of (event_type, payload[, id[, sequence]]) tuples")
-        records = []
-        for item in events:
-            if not isinstance(item, tuple) or len(item) not in (2, 3, 4):
-                raise ValidationError(f"publish_many: expected (event_type, payload[, id[, sequence]]), "
-                                      f"got {item!r:.80}")
-            record = self.codec.encode(topic, item[0], item[1], id=item[2] if len(item) >= 3 else None)
-            if len(item) == 4:
-                record = dataclasses.replace(record, sequence=item[3])
-            records.append(record)
+        records = self.codec.encode_many(topic, map(_publish_item, events))
         if records:
             self._append(topic, records)
         return [r.id for r in records]
@@ -196,3 +186,16 @@ class Bus:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _publish_item(item: object) -> tuple[EventType[Any], Any, str | None, int | None]:
+    """One item of ``publish_many`` as the codec's ``encode_many`` takes it."""
+    if isinstance(item, tuple):
+        n = len(item)
+        if n == 2:
+            return item[0], item[1], None, None
+        if n == 3:
+            return item[0], item[1], item[2], None
+        if n == 4:
+            return item[0], item[1], item[2], item[3]
+    raise ValidationError(f"publish_many: expected (event_type, payload[, id[, sequence]]), got {item!r:.80}")

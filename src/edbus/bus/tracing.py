@@ -21,7 +21,10 @@ _VALID = re.compile(r"^00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$")
 
 
 def new_traceparent(trace_id: str | None = None) -> str:
-    return f"00-{trace_id or f'{_rng.getrandbits(128):032x}'}-{_rng.getrandbits(64):016x}-01"
+    if trace_id:
+        return f"00-{trace_id}-{_rng.getrandbits(64):016x}-01"
+    ids = f"{_rng.getrandbits(192):048x}"  # trace id and span id from one draw
+    return f"00-{ids[:32]}-{ids[32:]}-01"
 
 
 def current_traceparent() -> str | None:
@@ -35,13 +38,15 @@ class Tracing(Middleware):
 
     def before_publish(self, topic: str, records: Sequence[Record]) -> Sequence[Record]:
         parent = _current.get()
+        trace_id = parent.split("-")[1] if parent else None
         out = []
         for r in records:
             if "traceparent" in r.headers:
                 out.append(r)
                 continue
-            trace = new_traceparent(parent.split("-")[1] if parent else None)
-            out.append(Record(r.id, r.type, r.key, {**r.headers, "traceparent": trace}, r.payload, r.sequence))
+            headers = dict(r.headers)
+            headers["traceparent"] = new_traceparent(trace_id)
+            out.append(Record(r.id, r.type, r.key, headers, r.payload, r.sequence))
         return out
 
     def before_process(self, delivery: Delivery, event: Event[object] | None) -> None:

@@ -7,6 +7,7 @@ of the writer's schema, which a reader resolves against its own schema.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import io
 import re
@@ -14,7 +15,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import fastavro
@@ -94,6 +95,16 @@ def _is_text(value: str) -> bool:
     return True
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Writer:
+    """What the events of one type on one topic share: the parsed writer schema, and the envelope
+    headers but their id and time (with ``size``, what those headers count in ``Record.size``)."""
+
+    parsed: Any
+    headers: dict[str, str]
+    size: int
+
+
 class Codec:
     """Encodes for one producer identity (``source``) and decodes with the registry's writer schemas."""
 
@@ -104,57 +115,86 @@ class Codec:
         self.max_event_bytes = max_event_bytes
         self._host = socket.gethostname()
         self._lock = threading.Lock()
-        self._writers: dict[tuple[str, EventType[Any]], tuple[int, Any]] = {}
+        self._writers: dict[tuple[str, EventType[Any]], _Writer] = {}
         self._parsed: dict[tuple[str, int], Any] = {}
         self._readers: dict[EventType[Any], Any] = {}
 
     # -- encoding ------------------------------------------------------------------------------
-    def _writer(self, topic: str, event_type: EventType[Any]) -> tuple[int, Any]:
+    def _writer(self, topic: str, event_type: EventType[Any]) -> _Writer:
         found = self._writers.get((topic, event_type))
         if found is None:
             version = self.registry.register(topic, event_type.name, event_type.schema)
-            found = (version, fastavro.parse_schema(event_type.schema))
+            found = self._shared(event_type.name, event_type.minor_version, version,
+                                 fastavro.parse_schema(event_type.schema))
             self._writers[(topic, event_type)] = found
         return found
 
-    def encode(self, topic: str, event_type: EventType[Any], payload: Any, *, id: str | None = None,
-               time: dt.datetime | None = None, traceparent: str | None = None) -> Record:
-        """Validate and encode; raises ``ValidationError`` (or a subclass) before anything is stored."""
-        _check_envelope(id, time, traceparent)
-        data = event_type.codec.to_avro(payload)
-        key = event_type.key_of(payload)
-        version, parsed = self._writer(topic, event_type)
-        buf = io.BytesIO()
-        try:
-            fastavro.schemaless_writer(buf, parsed, data)
-        except (ValueError, TypeError, OverflowError) as exc:
-            raise ValidationError(f"{event_type.name}: payload does not encode: {exc}") from None
-        headers = self._headers(event_type.name, id, time, traceparent, event_type.minor_version, version)
-        return self._checked(Record(headers["ce_id"], event_type.name, key, headers, buf.getvalue()))
-
-    def _headers(self, type_name: str, id: str | None, time: dt.datetime | None, traceparent: str | None,
-                 minor_version: int, schema_version: int) -> dict[str, str]:
-        headers = {
-            "ce_id": id or new_event_id(),
+    def _shared(self, type_name: str, minor_version: int, version: int, parsed: Any) -> _Writer:
+        headers = {  # in the order they are written; ce_id and ce_time are set per event
+            "ce_id": "",
             "ce_type": type_name,
             "ce_source": self.source,
             "ce_specversion": "1.0",
-            "ce_time": (time or dt.datetime.now(_UTC)).isoformat(),
+            "ce_time": "",
             "content-type": "application/avro",
             "ce_minorversion": str(minor_version),
             "ce_sourcehost": self._host,
             "ce_sourcelib": SOURCE_LIB,
-            "ce_schemaversion": str(schema_version),
+            "ce_schemaversion": str(version),
         }
+        return _Writer(parsed, headers, sum(len(k) + len(v) for k, v in headers.items()))
+
+    def encode(self, topic: str, event_type: EventType[Any], payload: Any, *, id: str | None = None,
+               time: dt.datetime | None = None, traceparent: str | None = None,
+               sequence: int | None = None) -> Record:
+        """Validate and encode; raises ``ValidationError`` (or a subclass) before anything is stored."""
+        _check_envelope(id, time, traceparent)
+        when = (time or dt.datetime.now(_UTC)).isoformat()
+        return self._encode(self._writer(topic, event_type), event_type, payload, id, when, traceparent, sequence,
+                            io.BytesIO())
+
+    def encode_many(self, topic: str,
+                    items: Iterable[tuple[EventType[Any], Any, str | None, int | None]]) -> list[Record]:
+        """Validate and encode ``(event_type, payload, id or None, sequence or None)`` items: what one
+        ``encode`` per item would give, except that all of them carry the same time (this call's)."""
+        when = dt.datetime.now(_UTC).isoformat()
+        buf = io.BytesIO()
+        out = []
+        last: tuple[EventType[Any], _Writer] | None = None  # the writer of the previous item's type
+        for event_type, payload, id, sequence in items:
+            if id is not None:
+                _check_envelope(id, None, None)
+            if last is None or last[0] is not event_type:
+                last = (event_type, self._writer(topic, event_type))
+            out.append(self._encode(last[1], event_type, payload, id, when, None, sequence, buf))
+        return out
+
+    def _encode(self, writer: _Writer, event_type: EventType[Any], payload: Any, id: str | None, when: str,
+                traceparent: str | None, sequence: int | None, buf: io.BytesIO) -> Record:
+        data = event_type.codec.to_avro(payload)
+        key = event_type.key_of(payload)
+        buf.seek(0)
+        buf.truncate()
+        try:
+            fastavro.schemaless_writer(buf, writer.parsed, data)
+        except (ValueError, TypeError, OverflowError) as exc:
+            raise ValidationError(f"{event_type.name}: payload does not encode: {exc}") from None
+        return self._record(writer, event_type.name, key, buf.getvalue(), id or new_event_id(), when, traceparent,
+                            sequence)
+
+    def _record(self, writer: _Writer, type_name: str, key: str | None, body: bytes, id: str, when: str,
+                traceparent: str | None, sequence: int | None) -> Record:
+        headers = writer.headers.copy()
+        headers["ce_id"] = id
+        headers["ce_time"] = when
+        size = writer.size + len(id) + len(when) + len(body)  # Record.size, without summing every header
         if traceparent:
             headers["traceparent"] = traceparent
-        return headers
-
-    def _checked(self, record: Record) -> Record:
-        if record.size > self.max_event_bytes:
+            size += len("traceparent") + len(traceparent)
+        if size > self.max_event_bytes:
             raise EventTooLargeError(
-                f"{record.type}: event is {record.size} bytes, over the {self.max_event_bytes}-byte limit")
-        return record
+                f"{type_name}: event is {size} bytes, over the {self.max_event_bytes}-byte limit")
+        return Record(id, type_name, key, headers, body, sequence)
 
     def encode_data(self, topic: str, type_name: str, data: Any, *, key: str | None = None,
                     id: str | None = None) -> Record:
@@ -182,8 +222,9 @@ class Codec:
         except (ValueError, TypeError, OverflowError) as exc:  # e.g. lone surrogates in a string
             raise ValidationError(f"{type_name}: data does not encode with schema version {latest.version}: "
                                   f"{type(exc).__name__}: {str(exc)[:300]}") from None
-        headers = self._headers(type_name, id, None, None, 0, latest.version)
-        return self._checked(Record(headers["ce_id"], type_name, key, headers, buf.getvalue()))
+        writer = self._shared(type_name, 0, latest.version, parsed)
+        return self._record(writer, type_name, key, buf.getvalue(), id or new_event_id(),
+                            dt.datetime.now(_UTC).isoformat(), None, None)
 
     # -- decoding ------------------------------------------------------------------------------
     def writer_schema(self, event_type: str, version: int) -> Any:

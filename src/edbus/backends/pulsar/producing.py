@@ -158,12 +158,18 @@ class Producers:
         """Records whose id was not appended here recently, with their payload digests (an id repeated
         with another payload is refused: it would lose an event)."""
         recent = self._recent.setdefault(full_topic, collections.OrderedDict())
+        # digests are compared in this process only: a 64-bit hash (~0.1 µs, blake2b ~1 µs)
+        ids = [r.id for r in records]
+        if recent.keys().isdisjoint(ids) and len(set(ids)) == len(ids):  # no id seen before: one step
+            return list(records), [hash(r.payload) for r in records]
         out: list[Record] = []
         digests: list[int] = []
         seen: dict[str, int] = {}
         for r in records:
-            digest = hash(r.payload)  # compared in this process only: a 64-bit hash (~0.1 µs, blake2b ~1 µs)
-            known = recent.get(r.id, seen.get(r.id))
+            digest = hash(r.payload)
+            known = recent.get(r.id)
+            if known is None:
+                known = seen.get(r.id)
             if known is not None:
                 if known != digest:
                     raise ValidationError(f"event id {r.id!r} is already in topic {label!r} with "
@@ -176,8 +182,7 @@ class Producers:
 
     def _remember(self, full_topic: str, records: Sequence[Record], digests: Sequence[int]) -> None:
         recent = self._recent.setdefault(full_topic, collections.OrderedDict())
-        for r, digest in zip(records, digests, strict=True):
-            recent[r.id] = digest
+        recent.update(zip([r.id for r in records], digests, strict=True))
         while len(recent) > _RECENT:
             recent.popitem(last=False)
 
