@@ -478,3 +478,16 @@ def test_a_resend_by_a_recreated_producer_of_what_the_broker_already_stored_is_d
     assert producers._send(again, records[1:], props[1:], sequence[1:], None)[0] == 2  # the resend
     backend.append("t", [rec(3, "k")])
     assert [m.record.id for m in backend.read("t", StartAt(), 10)] == ["e0", "e1", "e2", "e3"]
+
+
+def test_the_recent_id_window_keeps_at_least_the_last_size_ids_and_at_most_twice_that() -> None:
+    from edbus.backends.pulsar.producing import RecentIds
+
+    recent = RecentIds(size=10)
+    for n in range(0, 95, 5):  # appends of 5 ids
+        recent.add([f"e{i}" for i in range(n, n + 5)], list(range(n, n + 5)))
+        last = n + 5
+        assert all(recent.get(f"e{i}") == i for i in range(max(0, last - 10), last))
+        assert not recent.none_of([f"e{last - 1}"]) and recent.none_of([f"e{last}"])
+        kept = sum(recent.get(f"e{i}") is not None for i in range(last))
+        assert 10 <= kept <= 20 or kept == last

@@ -16,7 +16,6 @@ the name; a sequence that does not grow within a process is refused (``Validatio
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import functools
 import itertools
@@ -33,9 +32,9 @@ from edbus.backends.pulsar.connection import ClientHolder, pulsar_errors
 from edbus.backends.pulsar.messages import properties
 from edbus.errors import StoreUnavailableError, ValidationError
 
-__all__ = ["Producers"]
+__all__ = ["Producers", "RecentIds"]
 
-_RECENT = 100_000  # event ids remembered per topic for dedupe of retried appends in this process
+_RECENT = 50_000  # event ids remembered per topic (at least; twice as many at most) for dedupe of retried appends
 _ANSWER_TIMEOUT = 120.0  # seconds to wait for the client's answers to a batch of sends
 
 log = logging.getLogger("edbus.backends.pulsar")
@@ -66,6 +65,31 @@ def _message(record: Record, props: dict[str, str], after: Any, sequence_id: int
     return builder.build()
 
 
+class RecentIds:
+    """The ids appended lately to one topic, with their payloads' digests: the last ``size`` at least,
+    2 * ``size`` at most, in two generations: the older is dropped whole when the newer is full, so
+    nothing is evicted id by id (an ordered dict trimmed per id cost more than the rest of the dedupe)."""
+
+    __slots__ = ("_new", "_old", "_size")
+
+    def __init__(self, size: int = _RECENT) -> None:
+        self._new: dict[str, int] = {}
+        self._old: dict[str, int] = {}
+        self._size = size
+
+    def get(self, event_id: str) -> int | None:
+        found = self._new.get(event_id)
+        return self._old.get(event_id) if found is None else found
+
+    def none_of(self, event_ids: Sequence[str]) -> bool:
+        return self._new.keys().isdisjoint(event_ids) and self._old.keys().isdisjoint(event_ids)
+
+    def add(self, event_ids: Sequence[str], digests: Sequence[int]) -> None:
+        self._new.update(zip(event_ids, digests, strict=True))
+        if len(self._new) >= self._size:
+            self._old, self._new = self._new, {}
+
+
 class Producers:
     def __init__(self, holder: ClientHolder, publish_timeout: float, name: str = "") -> None:
         self.holder = holder
@@ -78,7 +102,7 @@ class Producers:
         # per topic: event id -> sequence id of what the last failed append left unconfirmed (a retry of
         # it may reuse them until an append succeeds: after that a later sequence may be stored)
         self._unconfirmed: dict[str, dict[str, int]] = {}
-        self._recent: dict[str, collections.OrderedDict[str, int]] = {}
+        self._recent: dict[str, RecentIds] = {}
         self._lock = threading.Lock()
         self._pid = os.getpid()
         # (ledger, entry) of the last message this process appended to each topic: a fetch in this process
@@ -157,10 +181,10 @@ class Producers:
     def _fresh(self, full_topic: str, records: Sequence[Record], label: str) -> tuple[list[Record], list[int]]:
         """Records whose id was not appended here recently, with their payload digests (an id repeated
         with another payload is refused: it would lose an event)."""
-        recent = self._recent.setdefault(full_topic, collections.OrderedDict())
+        recent = self._recent_ids(full_topic)
         # digests are compared in this process only: a 64-bit hash (~0.1 µs, blake2b ~1 µs)
         ids = [r.id for r in records]
-        if recent.keys().isdisjoint(ids) and len(set(ids)) == len(ids):  # no id seen before: one step
+        if recent.none_of(ids) and len(set(ids)) == len(ids):  # no id seen before: one step
             return list(records), [hash(r.payload) for r in records]
         out: list[Record] = []
         digests: list[int] = []
@@ -181,10 +205,13 @@ class Producers:
         return out, digests
 
     def _remember(self, full_topic: str, records: Sequence[Record], digests: Sequence[int]) -> None:
-        recent = self._recent.setdefault(full_topic, collections.OrderedDict())
-        recent.update(zip([r.id for r in records], digests, strict=True))
-        while len(recent) > _RECENT:
-            recent.popitem(last=False)
+        self._recent_ids(full_topic).add([r.id for r in records], digests)
+
+    def _recent_ids(self, full_topic: str) -> RecentIds:
+        found = self._recent.get(full_topic)
+        if found is None:
+            found = self._recent[full_topic] = RecentIds()
+        return found
 
     def append(self, full_topic: str, records: Sequence[Record], *, dedupe: bool = True,
                headers: Sequence[dict[str, str]] | None = None, deliver_after: float | None = None,
