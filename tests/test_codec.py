@@ -174,3 +174,40 @@ def test_encode_many_refuses_a_batch_with_one_bad_payload_or_id_with_a_clear_err
         codec.encode_many("t", [(CATALOG_CHANGED, good, None, None), (CATALOG_CHANGED, "not a course", None, None)])
     with pytest.raises(ValidationError, match="event id must be a non-empty string"):
         codec.encode_many("t", [(CATALOG_CHANGED, good, None, None), (CATALOG_CHANGED, good, "", None)])
+
+
+@given(st.integers(min_value=0, max_value=300))
+@settings(max_examples=50)
+def test_event_ids_drawn_at_once_are_distinct_uuid7s_of_this_millisecond(n: int) -> None:
+    import time
+
+    from edbus.events.codec import new_event_ids
+
+    before = time.time_ns() // 1_000_000
+    ids = new_event_ids(n)
+    after = time.time_ns() // 1_000_000
+    assert len(ids) == n == len(set(ids))
+    for text in ids:
+        parsed = uuid.UUID(text)
+        assert str(parsed) == text and parsed.version == 7 and parsed.variant == uuid.RFC_4122
+        assert before <= parsed.int >> 80 <= after
+
+
+def test_a_batch_outside_a_handler_gets_a_new_trace_per_event_and_inside_one_joins_its_trace() -> None:
+    import re
+
+    from edbus.bus.tracing import Tracing, _current
+
+    valid = re.compile(r"^00-[0-9a-f]{32}-[0-9a-f]{16}-01$")
+    records = codec.encode_many("t", [(CATALOG_CHANGED, course(i), None, None) for i in range(50)])
+    traced = Tracing().before_publish("t", records)
+    parents = [r.headers["traceparent"] for r in traced]
+    assert all(valid.match(p) for p in parents) and len({p.split("-")[1] for p in parents}) == 50
+    token = _current.set(parents[0])
+    try:
+        children = [r.headers["traceparent"] for r in Tracing().before_publish("t", records)]
+    finally:
+        _current.reset(token)
+    assert all(valid.match(c) and c.split("-")[1] == parents[0].split("-")[1] for c in children)
+    assert len({c.split("-")[2] for c in children}) == 50
+    assert Tracing().before_publish("t", traced) == traced  # a traceparent given is kept

@@ -38,14 +38,19 @@ class Tracing(Middleware):
 
     def before_publish(self, topic: str, records: Sequence[Record]) -> Sequence[Record]:
         parent = _current.get()
-        trace_id = parent.split("-")[1] if parent else None
+        trace_id = parent.split("-")[1] if parent else ""  # joined; otherwise each record starts a trace
+        # hex digits for each record, drawn at once: a span id, after a trace id for a new trace
+        width = 16 if parent else 48
+        ids = f"{_rng.getrandbits(4 * width * len(records)):0{width * len(records)}x}" if records else ""
         out = []
-        for r in records:
+        for i, r in enumerate(records):
             if "traceparent" in r.headers:
                 out.append(r)
                 continue
+            j = i * width
             headers = dict(r.headers)
-            headers["traceparent"] = new_traceparent(trace_id)
+            headers["traceparent"] = (f"00-{trace_id}-{ids[j:j + 16]}-01" if trace_id
+                                      else f"00-{ids[j:j + 32]}-{ids[j + 32:j + 48]}-01")
             out.append(Record(r.id, r.type, r.key, headers, r.payload, r.sequence))
         return out
 

@@ -34,7 +34,7 @@ from edbus.events.avro_schema import zero_width_array
 from edbus.events.types import Envelope, EventType
 from edbus.schema.registry import SchemaRegistry
 
-__all__ = ["Codec", "DEFAULT_MAX_EVENT_BYTES", "SOURCE_LIB", "envelope_from_headers", "new_event_id"]
+__all__ = ["Codec", "DEFAULT_MAX_EVENT_BYTES", "SOURCE_LIB", "envelope_from_headers", "new_event_id", "new_event_ids"]
 
 DEFAULT_MAX_EVENT_BYTES = 1024 * 1024
 SOURCE_LIB = "edbus"
@@ -49,6 +49,18 @@ def new_event_id() -> str:
     value = (ms << 80) | (0x7 << 76) | ((rand >> 62) << 64) | (0b10 << 62) | (rand & ((1 << 62) - 1))
     h = f"{value:032x}"
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+def new_event_ids(n: int) -> list[str]:
+    """``n`` UUIDv7s of this millisecond, their random bits drawn at once (half the cost of ``n`` calls)."""
+    head = f"{time.time_ns() // 1_000_000:012x}"
+    prefix = f"{head[:8]}-{head[8:]}-7"
+    bits = f"{_rng.getrandbits(80 * n):0{20 * n}x}" if n else ""
+    out = []
+    for j in range(0, 20 * n, 20):  # 20 hex digits each: 12 bits of rand_a, then 62 of rand_b (RFC 9562)
+        variant = "89ab"[int(bits[j + 3], 16) & 3]  # the variant's bits 10, then two random bits
+        out.append(f"{prefix}{bits[j:j + 3]}-{variant}{bits[j + 4:j + 7]}-{bits[j + 7:j + 19]}")
+    return out
 
 
 def envelope_from_headers(headers: Mapping[str, str]) -> Envelope:
@@ -157,12 +169,16 @@ class Codec:
                     items: Iterable[tuple[EventType[Any], Any, str | None, int | None]]) -> list[Record]:
         """Validate and encode ``(event_type, payload, id or None, sequence or None)`` items: what one
         ``encode`` per item would give, except that all of them carry the same time (this call's)."""
+        items = list(items)
         when = dt.datetime.now(_UTC).isoformat()
+        new_ids = iter(new_event_ids(sum(1 for item in items if item[2] is None)))
         buf = io.BytesIO()
         out = []
         last: tuple[EventType[Any], _Writer] | None = None  # the writer of the previous item's type
         for event_type, payload, id, sequence in items:
-            if id is not None:
+            if id is None:
+                id = next(new_ids)
+            else:
                 _check_envelope(id, None, None)
             if last is None or last[0] is not event_type:
                 last = (event_type, self._writer(topic, event_type))
