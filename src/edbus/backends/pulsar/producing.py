@@ -49,12 +49,11 @@ def _position(msg_id: Any) -> tuple[int, int] | None:
         return None
 
 
-def _message(record: Record, props: dict[str, str], after: Any, sequence_id: int) -> Any:
-    """The client's C++ message for a record, each field set by one call: pulsar-client's Python
-    ``send_async`` checks ten argument types and sets each of the ~15 properties by a call of its own."""
-    import _pulsar
-
-    builder = _pulsar.MessageBuilder()
+def _message(builder_class: Any, record: Record, props: dict[str, str], after: Any, sequence_id: int) -> Any:
+    """The client's C++ message for a record (``builder_class``: ``_pulsar.MessageBuilder``), each field
+    set by one call: pulsar-client's Python ``send_async`` checks ten argument types and sets each of the
+    ~15 properties by a call of its own."""
+    builder = builder_class()
     builder.content(record.payload)
     builder.properties(props)
     builder.sequence_id(sequence_id)
@@ -273,13 +272,16 @@ class Producers:
         ``count_dropped``)."""
         import datetime as dt
 
+        import _pulsar
+
+        builder = _pulsar.MessageBuilder
         after = dt.timedelta(seconds=deliver_after) if deliver_after else None
         native = getattr(producer, "_producer", None)  # pulsar-client's (3.5 to 3.13) C++ producer, under its wrapper
         if len(records) == 1:
             r = records[0]
             with pulsar_errors(f"publish to {producer.topic()}"):
                 if native is not None:
-                    sent = native.send(_message(r, props[0], after, sequence[0]))
+                    sent = native.send(_message(builder, r, props[0], after, sequence[0]))
                 else:
                     sent = producer.send(r.payload, properties=props[0], partition_key=r.key, deliver_after=after,
                                          sequence_id=sequence[0])
@@ -300,7 +302,8 @@ class Producers:
         with pulsar_errors(f"publish to {producer.topic()}"):
             for i, r in enumerate(records):
                 if native is not None:
-                    native.send_async(_message(r, props[i], after, sequence[i]), functools.partial(on_sent, i))
+                    native.send_async(_message(builder, r, props[i], after, sequence[i]),
+                                      functools.partial(on_sent, i))
                 else:
                     producer.send_async(r.payload, functools.partial(on_sent, i), properties=props[i],
                                         partition_key=r.key, deliver_after=after, sequence_id=sequence[i])
