@@ -211,3 +211,13 @@ def test_a_batch_outside_a_handler_gets_a_new_trace_per_event_and_inside_one_joi
     assert all(valid.match(c) and c.split("-")[1] == parents[0].split("-")[1] for c in children)
     assert len({c.split("-")[2] for c in children}) == 50
     assert Tracing().before_publish("t", traced) == traced  # a traceparent given is kept
+
+
+def test_headers_given_to_encode_many_are_written_per_event_and_count_in_the_size_limit() -> None:
+    items = [(CATALOG_CHANGED, course(i), None, None) for i in range(3)]
+    records = codec.encode_many("t", items, {"x-team": ["a", "bb", "ccc"]})
+    assert [r.headers["x-team"] for r in records] == ["a", "bb", "ccc"]
+    biggest = max(r.size for r in records)
+    assert Codec(codec.registry, max_event_bytes=biggest).encode_many("t", items, {"x-team": ["a", "bb", "ccc"]})
+    with pytest.raises(EventTooLargeError):
+        Codec(codec.registry, max_event_bytes=biggest - 1).encode_many("t", items, {"x-team": ["a", "bb", "ccc"]})

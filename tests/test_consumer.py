@@ -160,6 +160,36 @@ def test_events_published_by_a_handler_join_the_handled_events_trace(bus: Bus) -
     assert envelope.traceparent is not None and envelope.traceparent.split("-")[1] == "ab" * 16
 
 
+def test_a_batch_published_by_a_handler_joins_its_trace_and_one_published_outside_starts_one_per_event(
+        bus: Bus) -> None:
+    bus.publish("t", SEQ, Seq("a", 1), traceparent="00-" + "ab" * 16 + "-" + "cd" * 8 + "-01")
+    consumer = bus.consumer("t", "s")
+    consumer.handler(SEQ)(lambda event: bus.publish_many("out", [(SEQ, Seq("b", n)) for n in range(20)]))
+    consumer.run(max_events=1, install_signals=False)
+    bus.publish_many("out", [(SEQ, Seq("c", n)) for n in range(20)])
+    parents = [envelope.traceparent or "" for _, envelope, _ in bus.read("out")]
+    inside, outside = parents[:20], parents[20:]
+    assert all(p.split("-")[1] == "ab" * 16 for p in inside) and len({p.split("-")[2] for p in inside}) == 20
+    assert len({p.split("-")[1] for p in outside}) == 20 and "ab" * 16 not in {p.split("-")[1] for p in outside}
+
+
+def test_publish_headers_of_a_broken_middleware_are_logged_and_never_replace_the_envelope(
+        bus: Bus, caplog: pytest.LogCaptureFixture) -> None:
+    class Overwrites(Middleware):
+        def publish_headers(self, topic: str, count: int) -> dict[str, list[str]]:
+            return {"ce_id": ["x"] * count}
+
+    class Miscounts(Middleware):
+        def publish_headers(self, topic: str, count: int) -> dict[str, list[str]]:
+            return {"x-team": ["a"]}
+
+    odd = Bus(bus.backend, middleware=[Overwrites(), Miscounts(), *bus.middleware.middleware])
+    ids = odd.publish_many("t", [(SEQ, Seq("a", n)) for n in range(3)])
+    assert [envelope.id for _, envelope, _ in odd.read("t")] == ids and len(set(ids)) == 3
+    assert all(envelope.traceparent for _, envelope, _ in odd.read("t"))
+    assert "header 'ce_id' is the codec's own" in caplog.text and "1 values of header 'x-team' for 3" in caplog.text
+
+
 def test_a_failing_middleware_hook_is_logged_and_loses_nothing(bus: Bus, caplog: pytest.LogCaptureFixture) -> None:
     class Broken(Middleware):
         def before_process(self, delivery: object, event: object) -> None:

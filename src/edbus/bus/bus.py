@@ -94,7 +94,8 @@ class Bus:
         topic = self.topic(topic)
         if not isinstance(events, Sequence):
             raise ValidationError("publish_many takes a sequence of (event_type, payload[, id[, sequence]]) tuples")
-        records = self.codec.encode_many(topic, map(_publish_item, events))
+        items = [_publish_item(item) for item in events]
+        records = self.codec.encode_many(topic, items, self.middleware.publish_headers(topic, len(items)))
         if records:
             self._append(topic, records)
         return [r.id for r in records]

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from edbus.backends.base import Delivery, ErrorInfo, Record
+from edbus.events.codec import ENVELOPE_HEADERS
 
 if TYPE_CHECKING:
     from edbus.events.types import Event
@@ -47,6 +48,13 @@ Outcome = Ack | Retry | DeadLetter
 class Middleware:
     """Override the hooks you need; each default does nothing."""
 
+    def publish_headers(self, topic: str, count: int) -> Mapping[str, Sequence[str]]:
+        """Envelope headers for the ``count`` events the bus is about to encode for ``topic``: header
+        name → one value per event, written by the codec as it builds each record (cheaper than replacing
+        every record in ``before_publish``). Records encoded elsewhere (``publish_encoded``) see only
+        ``before_publish``."""
+        return {}
+
     def before_publish(self, topic: str, records: Sequence[Record]) -> Sequence[Record]:
         return records
 
@@ -71,6 +79,20 @@ class Middleware:
 class MiddlewareChain:
     def __init__(self, middleware: Sequence[Middleware]) -> None:
         self.middleware = list(middleware)
+
+    def publish_headers(self, topic: str, count: int) -> dict[str, Sequence[str]]:
+        out: dict[str, Sequence[str]] = {}
+        for m in self.middleware:
+            try:
+                for name, values in m.publish_headers(topic, count).items():
+                    if name in ENVELOPE_HEADERS:
+                        raise ValueError(f"header {name!r} is the codec's own")
+                    if len(values) != count:
+                        raise ValueError(f"{len(values)} values of header {name!r} for {count} events")
+                    out[name] = values
+            except Exception:
+                log.exception("middleware %s.publish_headers failed on topic %s", type(m).__name__, topic)
+        return out
 
     def before_publish(self, topic: str, records: Sequence[Record]) -> Sequence[Record]:
         for m in self.middleware:

@@ -15,7 +15,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import fastavro
@@ -34,9 +34,13 @@ from edbus.events.avro_schema import zero_width_array
 from edbus.events.types import Envelope, EventType
 from edbus.schema.registry import SchemaRegistry
 
-__all__ = ["Codec", "DEFAULT_MAX_EVENT_BYTES", "SOURCE_LIB", "envelope_from_headers", "new_event_id", "new_event_ids"]
+__all__ = ["Codec", "DEFAULT_MAX_EVENT_BYTES", "ENVELOPE_HEADERS", "SOURCE_LIB", "envelope_from_headers",
+           "new_event_id", "new_event_ids"]
 
 DEFAULT_MAX_EVENT_BYTES = 1024 * 1024
+# the headers the codec writes itself (middleware may add others, ``encode_many``'s ``headers``)
+ENVELOPE_HEADERS = frozenset({"ce_id", "ce_type", "ce_source", "ce_specversion", "ce_time", "content-type",
+                              "ce_minorversion", "ce_sourcehost", "ce_sourcelib", "ce_schemaversion"})
 SOURCE_LIB = "edbus"
 _UTC = dt.UTC
 _TRACEPARENT = re.compile(r"^00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$")  # W3C trace context, version 00
@@ -162,31 +166,37 @@ class Codec:
         """Validate and encode; raises ``ValidationError`` (or a subclass) before anything is stored."""
         _check_envelope(id, time, traceparent)
         when = (time or dt.datetime.now(_UTC)).isoformat()
-        return self._encode(self._writer(topic, event_type), event_type, payload, id, when, traceparent, sequence,
-                            io.BytesIO())
+        extra = (("traceparent", (traceparent,)),) if traceparent else ()
+        return self._encode(self._writer(topic, event_type), event_type, payload, id or new_event_id(), when, extra, 0,
+                            sequence, io.BytesIO())
 
-    def encode_many(self, topic: str,
-                    items: Iterable[tuple[EventType[Any], Any, str | None, int | None]]) -> list[Record]:
+    def encode_many(self, topic: str, items: Iterable[tuple[EventType[Any], Any, str | None, int | None]],
+                    headers: Mapping[str, Sequence[str]] | None = None) -> list[Record]:
         """Validate and encode ``(event_type, payload, id or None, sequence or None)`` items: what one
-        ``encode`` per item would give, except that all of them carry the same time (this call's)."""
+        ``encode`` per item would give, except that all of them carry the same time (this call's).
+        ``headers``: more envelope headers, name → one value per item (the middleware's
+        ``publish_headers``), counted in the size limit like the others."""
         items = list(items)
         when = dt.datetime.now(_UTC).isoformat()
         new_ids = iter(new_event_ids(sum(1 for item in items if item[2] is None)))
+        extra = tuple(headers.items()) if headers else ()
         buf = io.BytesIO()
         out = []
         last: tuple[EventType[Any], _Writer] | None = None  # the writer of the previous item's type
-        for event_type, payload, id, sequence in items:
+        for i, (event_type, payload, id, sequence) in enumerate(items):
             if id is None:
                 id = next(new_ids)
             else:
                 _check_envelope(id, None, None)
             if last is None or last[0] is not event_type:
                 last = (event_type, self._writer(topic, event_type))
-            out.append(self._encode(last[1], event_type, payload, id, when, None, sequence, buf))
+            out.append(self._encode(last[1], event_type, payload, id, when, extra, i, sequence, buf))
         return out
 
-    def _encode(self, writer: _Writer, event_type: EventType[Any], payload: Any, id: str | None, when: str,
-                traceparent: str | None, sequence: int | None, buf: io.BytesIO) -> Record:
+    def _encode(self, writer: _Writer, event_type: EventType[Any], payload: Any, id: str, when: str,
+                extra: Sequence[tuple[str, Sequence[str]]], index: int, sequence: int | None,
+                buf: io.BytesIO) -> Record:
+        """One record; ``extra``: more headers, each with its values, of which the ``index``th is this one's."""
         data = event_type.codec.to_avro(payload)
         key = event_type.key_of(payload)
         buf.seek(0)
@@ -195,22 +205,21 @@ class Codec:
             fastavro.schemaless_writer(buf, writer.parsed, data)
         except (ValueError, TypeError, OverflowError) as exc:
             raise ValidationError(f"{event_type.name}: payload does not encode: {exc}") from None
-        return self._record(writer, event_type.name, key, buf.getvalue(), id or new_event_id(), when, traceparent,
-                            sequence)
-
-    def _record(self, writer: _Writer, type_name: str, key: str | None, body: bytes, id: str, when: str,
-                traceparent: str | None, sequence: int | None) -> Record:
+        body = buf.getvalue()
         headers = writer.headers.copy()
         headers["ce_id"] = id
         headers["ce_time"] = when
         size = writer.size + len(id) + len(when) + len(body)  # Record.size, without summing every header
-        if traceparent:
-            headers["traceparent"] = traceparent
-            size += len("traceparent") + len(traceparent)
+        for name, values in extra:
+            value = headers[name] = values[index]
+            size += len(name) + len(value)
+        return self._checked(Record(id, event_type.name, key, headers, body, sequence), size)
+
+    def _checked(self, record: Record, size: int) -> Record:
         if size > self.max_event_bytes:
             raise EventTooLargeError(
-                f"{type_name}: event is {size} bytes, over the {self.max_event_bytes}-byte limit")
-        return Record(id, type_name, key, headers, body, sequence)
+                f"{record.type}: event is {size} bytes, over the {self.max_event_bytes}-byte limit")
+        return record
 
     def encode_data(self, topic: str, type_name: str, data: Any, *, key: str | None = None,
                     id: str | None = None) -> Record:
@@ -238,9 +247,11 @@ class Codec:
         except (ValueError, TypeError, OverflowError) as exc:  # e.g. lone surrogates in a string
             raise ValidationError(f"{type_name}: data does not encode with schema version {latest.version}: "
                                   f"{type(exc).__name__}: {str(exc)[:300]}") from None
-        writer = self._shared(type_name, 0, latest.version, parsed)
-        return self._record(writer, type_name, key, buf.getvalue(), id or new_event_id(),
-                            dt.datetime.now(_UTC).isoformat(), None, None)
+        headers = self._shared(type_name, 0, latest.version, parsed).headers
+        headers["ce_id"] = id = id or new_event_id()
+        headers["ce_time"] = dt.datetime.now(_UTC).isoformat()
+        record = Record(id, type_name, key, headers, buf.getvalue())
+        return self._checked(record, record.size)
 
     # -- decoding ------------------------------------------------------------------------------
     def writer_schema(self, event_type: str, version: int) -> Any:
