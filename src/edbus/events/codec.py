@@ -15,7 +15,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import fastavro
@@ -31,6 +31,7 @@ from edbus.errors import (
     ValidationError,
 )
 from edbus.events.avro_schema import zero_width_array
+from edbus.events.avro_writer import compile_writer
 from edbus.events.types import Envelope, EventType
 from edbus.schema.registry import SchemaRegistry
 
@@ -113,12 +114,21 @@ def _is_text(value: str) -> bool:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class _Writer:
-    """What the events of one type on one topic share: the parsed writer schema, and the envelope
-    headers but their id and time (with ``size``, what those headers count in ``Record.size``)."""
+    """What the events of one type on one topic share: the function writing their Avro data, and the
+    envelope headers but their id and time (with ``size``, what those headers count in ``Record.size``)."""
 
-    parsed: Any
+    write: Callable[[Any], bytes]
     headers: dict[str, str]
     size: int
+
+
+def _fastavro_writer(parsed: Any) -> Callable[[Any], bytes]:
+    def write(data: Any) -> bytes:
+        buf = io.BytesIO()
+        fastavro.schemaless_writer(buf, parsed, data)
+        return buf.getvalue()
+
+    return write
 
 
 class Codec:
@@ -140,12 +150,12 @@ class Codec:
         found = self._writers.get((topic, event_type))
         if found is None:
             version = self.registry.register(topic, event_type.name, event_type.schema)
-            found = self._shared(event_type.name, event_type.minor_version, version,
-                                 fastavro.parse_schema(event_type.schema))
+            write = compile_writer(event_type.schema) or _fastavro_writer(fastavro.parse_schema(event_type.schema))
+            found = self._shared(event_type.name, event_type.minor_version, version, write)
             self._writers[(topic, event_type)] = found
         return found
 
-    def _shared(self, type_name: str, minor_version: int, version: int, parsed: Any) -> _Writer:
+    def _shared(self, type_name: str, minor_version: int, version: int, write: Callable[[Any], bytes]) -> _Writer:
         headers = {  # in the order they are written; ce_id and ce_time are set per event
             "ce_id": "",
             "ce_type": type_name,
@@ -158,7 +168,7 @@ class Codec:
             "ce_sourcelib": SOURCE_LIB,
             "ce_schemaversion": str(version),
         }
-        return _Writer(parsed, headers, sum(len(k) + len(v) for k, v in headers.items()))
+        return _Writer(write, headers, sum(len(k) + len(v) for k, v in headers.items()))
 
     def encode(self, topic: str, event_type: EventType[Any], payload: Any, *, id: str | None = None,
                time: dt.datetime | None = None, traceparent: str | None = None,
@@ -168,7 +178,7 @@ class Codec:
         when = (time or dt.datetime.now(_UTC)).isoformat()
         extra = (("traceparent", (traceparent,)),) if traceparent else ()
         return self._encode(self._writer(topic, event_type), event_type, payload, id or new_event_id(), when, extra, 0,
-                            sequence, io.BytesIO())
+                            sequence)
 
     def encode_many(self, topic: str, items: Iterable[tuple[EventType[Any], Any, str | None, int | None]],
                     headers: Mapping[str, Sequence[str]] | None = None) -> list[Record]:
@@ -180,7 +190,6 @@ class Codec:
         when = dt.datetime.now(_UTC).isoformat()
         new_ids = iter(new_event_ids(sum(1 for item in items if item[2] is None)))
         extra = tuple(headers.items()) if headers else ()
-        buf = io.BytesIO()
         out = []
         last: tuple[EventType[Any], _Writer] | None = None  # the writer of the previous item's type
         for i, (event_type, payload, id, sequence) in enumerate(items):
@@ -190,22 +199,18 @@ class Codec:
                 _check_envelope(id, None, None)
             if last is None or last[0] is not event_type:
                 last = (event_type, self._writer(topic, event_type))
-            out.append(self._encode(last[1], event_type, payload, id, when, extra, i, sequence, buf))
+            out.append(self._encode(last[1], event_type, payload, id, when, extra, i, sequence))
         return out
 
     def _encode(self, writer: _Writer, event_type: EventType[Any], payload: Any, id: str, when: str,
-                extra: Sequence[tuple[str, Sequence[str]]], index: int, sequence: int | None,
-                buf: io.BytesIO) -> Record:
+                extra: Sequence[tuple[str, Sequence[str]]], index: int, sequence: int | None) -> Record:
         """One record; ``extra``: more headers, each with its values, of which the ``index``th is this one's."""
         data = event_type.codec.to_avro(payload)
         key = event_type.key_of(payload)
-        buf.seek(0)
-        buf.truncate()
         try:
-            fastavro.schemaless_writer(buf, writer.parsed, data)
+            body = writer.write(data)
         except (ValueError, TypeError, OverflowError) as exc:
             raise ValidationError(f"{event_type.name}: payload does not encode: {exc}") from None
-        body = buf.getvalue()
         headers = writer.headers.copy()
         headers["ce_id"] = id
         headers["ce_time"] = when
@@ -247,7 +252,7 @@ class Codec:
         except (ValueError, TypeError, OverflowError) as exc:  # e.g. lone surrogates in a string
             raise ValidationError(f"{type_name}: data does not encode with schema version {latest.version}: "
                                   f"{type(exc).__name__}: {str(exc)[:300]}") from None
-        headers = self._shared(type_name, 0, latest.version, parsed).headers
+        headers = self._shared(type_name, 0, latest.version, _fastavro_writer(parsed)).headers
         headers["ce_id"] = id = id or new_event_id()
         headers["ce_time"] = dt.datetime.now(_UTC).isoformat()
         record = Record(id, type_name, key, headers, buf.getvalue())
