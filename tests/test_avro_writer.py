@@ -7,6 +7,7 @@ import datetime as dt
 import enum
 import io
 import uuid
+from typing import Any
 
 import attrs
 import fastavro
@@ -71,28 +72,25 @@ everything = st.builds(
     st.lists(longs, max_size=4).map(tuple), points)
 
 
-def fastavro_bytes(schema: object, data: object) -> bytes:
+def assert_written_as_fastavro_writes(event_type: EventType[Any], payload: object) -> None:
+    write = compile_writer(event_type.schema)
+    assert write is not None
+    data = event_type.codec.to_avro(payload)
     buf = io.BytesIO()
-    fastavro.schemaless_writer(buf, fastavro.parse_schema(schema), data)
-    return buf.getvalue()
+    fastavro.schemaless_writer(buf, fastavro.parse_schema(event_type.schema), data)
+    assert write(data) == buf.getvalue()
 
 
 @given(everything)
 @settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow])
 def test_every_field_type_is_written_as_fastavro_writes_it(payload: Everything) -> None:
-    write = compile_writer(EVERYTHING.schema)
-    assert write is not None
-    data = EVERYTHING.codec.to_avro(payload)
-    assert write(data) == fastavro_bytes(EVERYTHING.schema, data)
+    assert_written_as_fastavro_writes(EVERYTHING, payload)
 
 
 @given(courses)
 @settings(max_examples=200, suppress_health_check=[HealthCheck.too_slow])
 def test_the_catalog_event_is_written_as_fastavro_writes_it(payload: object) -> None:
-    write = compile_writer(CATALOG_CHANGED.schema)
-    assert write is not None
-    data = CATALOG_CHANGED.codec.to_avro(payload)
-    assert write(data) == fastavro_bytes(CATALOG_CHANGED.schema, data)
+    assert_written_as_fastavro_writes(CATALOG_CHANGED, payload)
 
 
 def test_schemas_outside_what_payload_classes_compile_to_get_no_writer() -> None:
