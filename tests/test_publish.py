@@ -110,6 +110,14 @@ def test_publish_many_is_all_or_nothing_when_one_payload_is_bad(bus: Bus) -> Non
     assert len(set(ids)) == 51 and stored(bus) == 51
 
 
+def test_something_that_is_not_an_event_type_is_refused_with_a_clear_error_and_nothing_stored(bus: Bus) -> None:
+    with pytest.raises(ValidationError, match="expected an EventType, got str 'course'"):
+        bus.publish("catalog", "course", course(1))  # type: ignore[arg-type]
+    with pytest.raises(ValidationError, match="expected an EventType, got list"):
+        bus.publish_many("catalog", [(CATALOG_CHANGED, course(1)), ([CATALOG_CHANGED], course(2))])  # type: ignore[list-item]
+    assert stored(bus) == 0
+
+
 def test_publish_many_takes_caller_chosen_ids_and_stores_a_retried_batch_once(bus: Bus) -> None:
     batch = [(SEQ, Seq("k", n), f"id-{n}") for n in range(3)]
     assert bus.publish_many("t", batch) == ["id-0", "id-1", "id-2"]

@@ -147,6 +147,8 @@ class Codec:
 
     # -- encoding ------------------------------------------------------------------------------
     def _writer(self, topic: str, event_type: EventType[Any]) -> _Writer:
+        if not isinstance(event_type, EventType):
+            raise ValidationError(f"expected an EventType, got {type(event_type).__name__} {event_type!r:.80}")
         found = self._writers.get((topic, event_type))
         if found is None:
             version = self.registry.register(topic, event_type.name, event_type.schema)
