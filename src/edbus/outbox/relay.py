@@ -4,9 +4,10 @@ Each step reads the oldest pending rows (``sent_at IS NULL ORDER BY seq``) — n
 because a transaction that got a lower ``seq`` can commit after one with a higher ``seq`` and would be
 skipped — publishes them with their ids (``publish_encoded``: one bus transaction per run of a topic),
 then marks exactly those ``seq`` values sent. A crash between publish and mark re-sends the same ids,
-which the embedded store stores once (on Pulsar they are stored again: the relay gives no ``sequence``
-yet, docs/outbox.md). Rows of one key are written by transactions that serialise on the business
-row, so their ``seq`` order is their commit order, and a batch is published in ``seq`` order.
+which the embedded store stores once (on Pulsar they are stored again and consumers dedupe them; why
+the relay gives no ``sequence``: docs/outbox.md). Rows of one key are written by transactions that
+serialise on the business row, so their ``seq`` order is their commit order, and a batch is published
+in ``seq`` order.
 """
 
 from __future__ import annotations
