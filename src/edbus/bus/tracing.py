@@ -14,17 +14,10 @@ from edbus.bus.middleware import Middleware, Outcome
 if TYPE_CHECKING:
     from edbus.events.types import Event
 
-__all__ = ["Tracing", "current_traceparent", "new_traceparent"]
+__all__ = ["Tracing", "current_traceparent"]
 
 _current: contextvars.ContextVar[str | None] = contextvars.ContextVar("edbus_traceparent", default=None)
 _VALID = re.compile(r"^00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$")
-
-
-def new_traceparent(trace_id: str | None = None) -> str:
-    if trace_id:
-        return f"00-{trace_id}-{_rng.getrandbits(64):016x}-01"
-    ids = f"{_rng.getrandbits(192):048x}"  # trace id and span id from one draw
-    return f"00-{ids[:32]}-{ids[32:]}-01"
 
 
 def _traceparents(count: int) -> list[str]:
