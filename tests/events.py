@@ -11,6 +11,11 @@ import attrs
 from edbus import EventType
 
 
+class Level(enum.Enum):
+    LOW = 1
+    HIGH = 2
+
+
 class Pacing(enum.Enum):
     INSTRUCTOR = "instructor"
     SELF = "self"

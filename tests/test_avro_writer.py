@@ -4,7 +4,6 @@ class with every field type payload classes can have."""
 from __future__ import annotations
 
 import datetime as dt
-import enum
 import io
 import uuid
 from typing import Any
@@ -16,13 +15,8 @@ from hypothesis import strategies as st
 
 from edbus import EventType
 from edbus.events.avro_writer import compile_writer
-from tests.events import CATALOG_CHANGED
+from tests.events import CATALOG_CHANGED, Level
 from tests.test_codec import courses
-
-
-class Level(enum.Enum):
-    LOW = 1
-    HIGH = 2
 
 
 @attrs.frozen

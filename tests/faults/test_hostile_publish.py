@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import enum
 import math
 import re
 import time
@@ -23,15 +22,10 @@ from hypothesis import strategies as st
 from edbus import Bus, EventType
 from edbus.errors import EdbusError, EventTooLargeError, ValidationError
 from tests.conftest import backend_url
-from tests.events import CATALOG_CHANGED, SEQ, Seq, course
+from tests.events import CATALOG_CHANGED, SEQ, Level, Seq, course
 
 FUZZ = settings(max_examples=300, deadline=None, derandomize=True, database=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
-
-
-class Level(enum.Enum):
-    LOW = 1
-    HIGH = 2
 
 
 @attrs.frozen

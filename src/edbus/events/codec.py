@@ -15,7 +15,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import fastavro
@@ -182,13 +182,12 @@ class Codec:
         return self._encode(self._writer(topic, event_type), event_type, payload, id or new_event_id(), when, extra, 0,
                             sequence)
 
-    def encode_many(self, topic: str, items: Iterable[tuple[EventType[Any], Any, str | None, int | None]],
+    def encode_many(self, topic: str, items: Sequence[tuple[EventType[Any], Any, str | None, int | None]],
                     headers: Mapping[str, Sequence[str]] | None = None) -> list[Record]:
         """Validate and encode ``(event_type, payload, id or None, sequence or None)`` items: what one
         ``encode`` per item would give, except that all of them carry the same time (this call's).
         ``headers``: more envelope headers, name → one value per item (the middleware's
         ``publish_headers``), counted in the size limit like the others."""
-        items = list(items)
         when = dt.datetime.now(_UTC).isoformat()
         new_ids = iter(new_event_ids(sum(1 for item in items if item[2] is None)))
         extra = tuple(headers.items()) if headers else ()
@@ -206,13 +205,18 @@ class Codec:
 
     def _encode(self, writer: _Writer, event_type: EventType[Any], payload: Any, id: str, when: str,
                 extra: Sequence[tuple[str, Sequence[str]]], index: int, sequence: int | None) -> Record:
-        """One record; ``extra``: more headers, each with its values, of which the ``index``th is this one's."""
         data = event_type.codec.to_avro(payload)
         key = event_type.key_of(payload)
         try:
             body = writer.write(data)
         except (ValueError, TypeError, OverflowError) as exc:
             raise ValidationError(f"{event_type.name}: payload does not encode: {exc}") from None
+        return self._record(writer, event_type.name, key, body, id, when, extra, index, sequence)
+
+    def _record(self, writer: _Writer, type_name: str, key: str | None, body: bytes, id: str, when: str,
+                extra: Sequence[tuple[str, Sequence[str]]], index: int, sequence: int | None) -> Record:
+        """The record of an encoded payload, within the size limit; ``extra``: more headers, each with
+        its values, of which the ``index``th is this one's."""
         headers = writer.headers.copy()
         headers["ce_id"] = id
         headers["ce_time"] = when
@@ -220,13 +224,9 @@ class Codec:
         for name, values in extra:
             value = headers[name] = values[index]
             size += len(name) + len(value)
-        return self._checked(Record(id, event_type.name, key, headers, body, sequence), size)
-
-    def _checked(self, record: Record, size: int) -> Record:
         if size > self.max_event_bytes:
-            raise EventTooLargeError(
-                f"{record.type}: event is {size} bytes, over the {self.max_event_bytes}-byte limit")
-        return record
+            raise EventTooLargeError(f"{type_name}: event is {size} bytes, over the {self.max_event_bytes}-byte limit")
+        return Record(id, type_name, key, headers, body, sequence)
 
     def encode_data(self, topic: str, type_name: str, data: Any, *, key: str | None = None,
                     id: str | None = None) -> Record:
@@ -254,11 +254,8 @@ class Codec:
         except (ValueError, TypeError, OverflowError) as exc:  # e.g. lone surrogates in a string
             raise ValidationError(f"{type_name}: data does not encode with schema version {latest.version}: "
                                   f"{type(exc).__name__}: {str(exc)[:300]}") from None
-        headers = self._shared(type_name, 0, latest.version, _fastavro_writer(parsed)).headers
-        headers["ce_id"] = id = id or new_event_id()
-        headers["ce_time"] = dt.datetime.now(_UTC).isoformat()
-        record = Record(id, type_name, key, headers, buf.getvalue())
-        return self._checked(record, record.size)
+        return self._record(self._shared(type_name, 0, latest.version, _fastavro_writer(parsed)), type_name, key,
+                            buf.getvalue(), id or new_event_id(), dt.datetime.now(_UTC).isoformat(), (), 0, None)
 
     # -- decoding ------------------------------------------------------------------------------
     def writer_schema(self, event_type: str, version: int) -> Any:

@@ -58,6 +58,7 @@ def retry_topic(topic: str, subscription: str) -> str:
 
 log = logging.getLogger("edbus.backends.pulsar")
 
+
 class PulsarBackend(Backend):
     def __init__(self, url: str) -> None:
         self.url = url

@@ -51,7 +51,8 @@ def to_message(msg: Any, topic: str, msg_id: Any = None) -> Message:
     """``topic`` is the edbus (short, unprefixed) name the message is reported under; ``msg_id``: the
     message's id if the caller has it already."""
     props = msg.properties()  # a new dict on every call (pybind11's copy of the C++ map): ours to change
-    record_id = props.pop(ID) if ID in props else props.get("ce_id", "")
+    record_id = event_id(props)
+    props.pop(ID, None)
     record_type = props.pop(TYPE) if TYPE in props else props.get("ce_type", "")
     key = msg.partition_key() or None
     at = bytes((msg_id if msg_id is not None else msg.message_id()).serialize()).hex()
