@@ -14,8 +14,14 @@ Every error edbus raises on purpose is an ``EdbusError``::
     ├── StoreError                  the backend failed; what was being written was not acknowledged
     │   ├── StoreUnavailableError   missing, unreadable, read-only, corrupt or full store; broker down
     │   └── PublishTimeoutError     no acknowledgement before the deadline: the outcome is unknown
-    └── NotFoundError               a topic, subscription or event that does not exist
+    ├── NotFoundError               a topic, subscription or event that does not exist
+    └── AccessError                 the broker refused who we are or what we asked; no retry cures it
+        ├── AuthenticationError     credentials refused (wrong or expired token), or the broker's TLS
+        │                           certificate not trusted (CA file, hostname)
+        └── AuthorizationError      authenticated, but the role may not do this; names role and topic
 
+``AccessError`` is a deployment mistake (credentials, grants), reported in one line that names the role
+and the topic but never a token; it is not a ``StoreError``, so nothing retries it until a deadline.
 ``StoreError`` on publish means "not acknowledged": the caller must retry (with the same event id, which
 makes the retry idempotent) or report the failure. edbus never reports success for an event it has not
 made durable.
@@ -24,6 +30,9 @@ made durable.
 from __future__ import annotations
 
 __all__ = [
+    "AccessError",
+    "AuthenticationError",
+    "AuthorizationError",
     "ConfigError",
     "DecodeError",
     "EdbusError",
@@ -91,3 +100,20 @@ class PublishTimeoutError(StoreError):
 
 class NotFoundError(EdbusError):
     """A topic, subscription or event that does not exist."""
+
+
+class AccessError(EdbusError):
+    """The broker refused the credentials or the operation: fix the deployment, retrying will not help."""
+
+
+class AuthenticationError(AccessError):
+    """Credentials refused (wrong or expired token), or the broker's TLS certificate not trusted."""
+
+
+class AuthorizationError(AccessError):
+    """The authenticated role lacks the permission; ``role`` and ``resource`` (a topic, usually) name it."""
+
+    def __init__(self, message: str, role: str = "", resource: str = "") -> None:
+        super().__init__(message)
+        self.role = role
+        self.resource = resource

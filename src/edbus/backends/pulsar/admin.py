@@ -1,22 +1,46 @@
-"""Pulsar's admin REST API over urllib (no extra dependency): topics, subscriptions, stats, schemas.
+"""Pulsar's admin REST API over one ``httpx.Client`` per backend and process: topics, subscriptions,
+stats, schemas, policies.
+
+Redirects are followed for every method: a broker that does not own a topic answers 307 with the owner's
+address, to PUT/POST/DELETE as to GET (urllib followed none of those, so any cluster of more than one
+broker failed). Connections are kept. Several admin URLs (``admin=http://h1:8080,http://h2:8080``) are
+tried in turn when one refuses connections, the last that answered first: a redirect is enough to reach
+a topic's owner, but a dead broker's address must not be the only way in. TLS validates certificate and
+hostname against ``tls_ca``; a token goes in the ``Authorization`` header of every request, redirected
+ones included (httpx drops it when a redirect changes host or port, as a browser would; a broker's
+redirect goes to another broker of the same cluster, which needs it), but never over plain http when the
+admin URLs are https.
 
 Errors map onto edbus's: 404 → ``NotFoundError``, a refused connection → ``StoreUnavailableError``,
-anything else → ``StoreError`` with the broker's own reason.
+409 → ``AdminConflict``, 401 or an untrusted certificate → ``AuthenticationError``, 403 →
+``AuthorizationError`` naming role and topic, anything else → ``StoreError`` with the broker's reason.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-import time
-import urllib.error
-import urllib.request
+import os
+import threading
+from collections.abc import Sequence
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
-from edbus.errors import NotFoundError, StoreError, StoreUnavailableError
+import httpx
+
+from edbus.backends.pulsar.backoff import Backoff
+from edbus.backends.pulsar.security import Security, untrusted_certificate
+from edbus.errors import (
+    AuthenticationError,
+    AuthorizationError,
+    NotFoundError,
+    StoreError,
+    StoreUnavailableError,
+)
 
 __all__ = ["Admin", "AdminConflict"]
+
+_BUSY_FOR = 10.0  # seconds a 412 ("busy": another client changes the same subscription or topic) is retried
 
 
 class AdminConflict(StoreError):
@@ -27,18 +51,25 @@ class AdminConflict(StoreError):
         self.reason = reason
 
 
-def _reason(exc: urllib.error.HTTPError) -> str:
-    try:
-        body = exc.read().decode("utf-8", "replace")
-    except OSError:
-        return exc.reason or str(exc.code)
+def _reason(response: httpx.Response) -> str:
+    body = response.text
     try:
         found = json.loads(body)
         if isinstance(found, dict) and (found.get("reason") or found.get("message")):
             return str(found.get("reason") or found["message"])
     except ValueError:
         pass
-    return body.strip() or str(exc.reason)
+    return body.strip()[:300] or response.reason_phrase or str(response.status_code)
+
+
+def _resource(path: str) -> str:
+    """What an admin path is about, for messages: a topic (``persistent://t/ns/topic``), else the path."""
+    parts = path.split("?", 1)[0].split("/")
+    if len(parts) >= 7 and parts[1:3] == ["admin", "v2"] and parts[3] in ("persistent", "schemas"):
+        return f"persistent://{parts[4]}/{parts[5]}/{unquote(parts[6])}"
+    if len(parts) >= 6 and parts[1:4] == ["admin", "v2", "namespaces"]:
+        return f"namespace {parts[4]}/{parts[5]}"
+    return path
 
 
 class _Busy(Exception):
@@ -46,12 +77,57 @@ class _Busy(Exception):
 
 
 class Admin:
-    """``base`` is the admin URL (``http://host:8080``); ``namespace`` is ``tenant/namespace``."""
+    """``bases``: the admin URL(s) (``http://host:8080``); ``namespace`` is ``tenant/namespace``."""
 
-    def __init__(self, base: str, namespace: str, timeout: float = 10.0) -> None:
-        self.base = base.rstrip("/")
+    def __init__(self, bases: str | Sequence[str], namespace: str, timeout: float = 10.0,
+                 security: Security | None = None) -> None:
+        self.bases = (bases,) if isinstance(bases, str) else tuple(bases)
+        self.bases = tuple(b.rstrip("/") for b in self.bases)
         self.namespace = namespace
         self.timeout = timeout
+        self.security = security or Security()
+        self._https = any(b.startswith("https:") for b in self.bases)
+        self._current = 0  # index of the admin URL that answered last
+        self._client: httpx.Client | None = None
+        self._pid = 0
+        self._lock = threading.Lock()
+        self._role: str | None = None
+
+    @property
+    def base(self) -> str:
+        return self.bases[self._current]
+
+    @property
+    def role(self) -> str:
+        if self._role is None:
+            self._role = self.security.role()
+        return self._role
+
+    def __repr__(self) -> str:
+        return f"Admin({', '.join(self.bases)}, {self.namespace})"
+
+    def _http(self) -> httpx.Client:
+        with self._lock:
+            if self._client is None or self._pid != os.getpid():  # a pooled connection never crosses a fork
+                verify: Any = self.security.ssl_context() if self._https else True
+                self._client = httpx.Client(
+                    verify=verify, follow_redirects=True, max_redirects=5,
+                    timeout=httpx.Timeout(self.timeout, connect=3.0), headers={"Accept": "application/json"},
+                    event_hooks={"request": [self._authorize]})
+                self._pid = os.getpid()
+            return self._client
+
+    def _authorize(self, request: httpx.Request) -> None:
+        """Every request, each redirected one included, carries the token (read now: a rotated file
+        is picked up) — except plain http when the admin URLs are https."""
+        if self.security.has_token and (request.url.scheme == "https" or not self._https):
+            request.headers["Authorization"] = f"Bearer {self.security.token()}"
+
+    def close(self) -> None:
+        with self._lock:
+            if self._client is not None and self._pid == os.getpid():
+                self._client.close()
+            self._client = None
 
     def topic_path(self, topic: str) -> str:
         return f"/admin/v2/persistent/{self.namespace}/{quote(topic, safe='')}"
@@ -59,40 +135,69 @@ class Admin:
     def call(self, method: str, path: str, body: Any = None, *, raw: str | None = None) -> Any:
         """One request; a 412 (another client is changing the same subscription or topic right now,
         e.g. two processes subscribing at once) is retried with backoff for a few seconds."""
-        deadline = time.monotonic() + 10
-        delay = 0.02
+        backoff = Backoff(_BUSY_FOR, first=0.02, most=0.5)
         while True:
             try:
                 return self._call(method, path, body, raw)
             except _Busy as exc:
-                if time.monotonic() + delay > deadline:
-                    raise StoreError(f"Pulsar admin {method} {path}: still busy after 10 s: {exc}") from None
-                time.sleep(delay)  # backoff before retrying, not synchronisation
-                delay = min(delay * 2, 0.5)
+                if not backoff.sleep():
+                    raise StoreError(f"Pulsar admin {method} {path}: still busy after {_BUSY_FOR:g} s: {exc}") from None
+
+    def _send(self, method: str, path: str, content: bytes | None, headers: dict[str, str]) -> httpx.Response:
+        """The request to the admin URL that answered last, else to the others in turn."""
+        client = self._http()
+        first = self._current
+        failures = []
+        for step in range(len(self.bases)):
+            index = (first + step) % len(self.bases)
+            base = self.bases[index]
+            try:
+                response = client.request(method, base + path, content=content, headers=headers)
+            except httpx.ConnectError as exc:
+                if untrusted_certificate(exc):
+                    trusted = f"tls_ca={self.security.tls_ca}" if self.security.tls_ca else "the system's trust store"
+                    raise AuthenticationError(f"Pulsar admin API at {base}: TLS certificate not trusted by "
+                                              f"{trusted} ({exc})") from None
+                failures.append(f"{base}: {exc}")
+                continue
+            except httpx.TooManyRedirects:
+                raise StoreError(f"Pulsar admin {method} {path}: more than 5 redirects") from None
+            except httpx.TransportError as exc:  # the connection broke or timed out mid-request
+                raise StoreUnavailableError(f"Pulsar admin API at {base} failed: {type(exc).__name__}: "
+                                            f"{exc}") from None
+            self._current = index
+            return response
+        raise StoreUnavailableError(f"Pulsar admin API unreachable: {'; '.join(failures)}")
 
     def _call(self, method: str, path: str, body: Any, raw: str | None) -> Any:
-        data = None
-        headers = {"Accept": "application/json"}
+        content = None
+        headers = {}
         if raw is not None:
-            data, headers["Content-Type"] = raw.encode(), "application/json"
+            content, headers["Content-Type"] = raw.encode(), "application/json"
         elif body is not None:
-            data, headers["Content-Type"] = json.dumps(body).encode(), "application/json"
-        request = urllib.request.Request(self.base + path, data=data, method=method, headers=headers)
-        try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                text = response.read()
-        except urllib.error.HTTPError as exc:
-            reason = _reason(exc)
-            if exc.code == 404:
-                raise NotFoundError(reason) from None
-            if exc.code == 409:
-                raise AdminConflict(reason) from None
-            if exc.code == 412:
-                raise _Busy(reason) from None
-            raise StoreError(f"Pulsar admin {method} {path}: HTTP {exc.code}: {reason}") from None
-        except (urllib.error.URLError, OSError) as exc:
-            raise StoreUnavailableError(f"Pulsar admin API at {self.base} unreachable: {exc}") from None
-        return json.loads(text) if text.strip() else None
+            content, headers["Content-Type"] = json.dumps(body).encode(), "application/json"
+        response = self._send(method, path, content, headers)
+        code = response.status_code
+        if code < 300:
+            return json.loads(response.content) if response.content.strip() else None
+        reason = _reason(response)
+        if code == 404:
+            raise NotFoundError(reason)
+        if code == 409:
+            raise AdminConflict(reason)
+        if code == 412:
+            raise _Busy(reason)
+        if code == 401:
+            if not self.security.has_token:
+                raise AuthenticationError(f"Pulsar admin API at {self.base} asks for credentials: give "
+                                          "token_file=/path or token_env=VAR in the URL")
+            raise AuthenticationError(f"Pulsar admin API at {self.base} refused the credentials of role "
+                                      f"{self.role!r} ({self.security.token_source}): {reason}")
+        if code == 403:
+            what = _resource(path)
+            raise AuthorizationError(f"role {self.role!r} is not allowed to {method} {what} (Pulsar admin API: "
+                                     f"{reason})", self.role, what)
+        raise StoreError(f"Pulsar admin {method} {path}: HTTP {code}: {reason}")
 
     # -- topics ------------------------------------------------------------------------------
     def create_topic(self, topic: str) -> None:
@@ -147,3 +252,13 @@ class Admin:
     # -- schemas -----------------------------------------------------------------------------
     def schema_path(self, topic: str) -> str:
         return f"/admin/v2/schemas/{self.namespace}/{quote(topic, safe='')}"
+
+    # -- policies (the backend's checks at start) --------------------------------------------
+    def namespace_policy(self, name: str) -> Any:
+        """A namespace policy (``deduplication``, ``autoSubscriptionCreation``, ...): None when unset."""
+        return self.call("GET", f"/admin/v2/namespaces/{self.namespace}/{name}")
+
+    def broker_setting(self, name: str) -> str | None:
+        """A broker's runtime configuration value (superuser only on a secured broker)."""
+        found = self.call("GET", "/admin/v2/brokers/configuration/runtime")
+        return found.get(name) if isinstance(found, dict) else None

@@ -63,7 +63,7 @@ class PulsarBackend(Backend):
     def __init__(self, url: str) -> None:
         self.url = url
         self.config = PulsarConfig.parse(url)
-        self.admin = Admin(self.config.admin_url, self.config.ns)
+        self.admin = Admin(self.config.admin_urls, self.config.ns, security=self.config.security)
         self.holder = ClientHolder(self.config)
         self.producers = Producers(self.holder, self.config.publish_timeout, self.config.producer)
         self._subs: dict[tuple[str, str], SubState] = {}
@@ -507,3 +507,4 @@ class PulsarBackend(Backend):
         self._subs.clear()
         self.producers.close()
         self.holder.close()
+        self.admin.close()
