@@ -108,6 +108,8 @@ def _can_read(reader: Any, writer: Any, path: str, rnames: dict[str, Any], wname
         if rt in _PROMOTIONS.get(wt, ()):
             return None
         return f"{where}: type changed from {wt} to {rt}"
+    if rt in ("record", "enum", "fixed") and not _same_name(reader, writer):
+        return f"{where}: {rt} name changed from {writer['name']} to {reader['name']}"
     if rt == "record":
         return _records(reader, writer, path, rnames, wnames)
     if rt == "enum":
@@ -126,9 +128,6 @@ def _can_read(reader: Any, writer: Any, path: str, rnames: dict[str, Any], wname
 
 def _records(reader: dict[str, Any], writer: dict[str, Any], path: str,
              rnames: dict[str, Any], wnames: dict[str, Any]) -> str | None:
-    aliases = set(reader.get("aliases", ()))
-    if reader["name"] != writer["name"] and writer["name"] not in aliases:
-        return f"{path or 'the payload'}: record name changed from {writer['name']} to {reader['name']}"
     written = {f["name"]: f for f in writer["fields"]}
     for f in writer["fields"]:
         for alias in f.get("aliases", ()):
@@ -149,6 +148,14 @@ def _records(reader: dict[str, Any], writer: dict[str, Any], path: str,
         if why:
             return f"field '{fpath}': {why.split(': ', 1)[-1]}" if why.startswith(fpath) else why
     return None
+
+
+def _same_name(reader: dict[str, Any], writer: dict[str, Any]) -> bool:
+    """Named types resolve by their unqualified names, or one of the reader's aliases (Avro 1.9+)."""
+    def short(name: str) -> str:
+        return name.rsplit(".", 1)[-1]
+
+    return short(writer["name"]) in {short(n) for n in (reader["name"], *reader.get("aliases", ()))}
 
 
 def _union(schema: list[Any]) -> str:
