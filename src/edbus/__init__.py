@@ -2,10 +2,11 @@
 
 from edbus.backends.base import Mode, StartAt
 from edbus.bus import Backoff, Bus, Consumer, Middleware, Retries
+from edbus.errors import EdbusError, PermanentError
 from edbus.events import Envelope, Event, EventType
 from edbus.schema import Rule
 
 __version__ = "0.1.0"
 
-__all__ = ["Backoff", "Bus", "Consumer", "Envelope", "Event", "EventType", "Middleware", "Mode", "Retries",
-           "Rule", "StartAt", "__version__"]
+__all__ = ["Backoff", "Bus", "Consumer", "EdbusError", "Envelope", "Event", "EventType", "Middleware", "Mode",
+           "PermanentError", "Retries", "Rule", "StartAt", "__version__"]

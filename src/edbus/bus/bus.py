@@ -18,6 +18,7 @@ from edbus.events.types import Envelope, EventType
 
 if TYPE_CHECKING:
     from edbus.bus.consumer import Consumer
+    from edbus.schema.registry import SchemaRegistry
 
 __all__ = ["DEFAULT_RETENTION", "Bus", "check_topic"]
 
@@ -60,7 +61,7 @@ class Bus:
         return cls(open_backend(url, create=create), **options)
 
     @property
-    def registry(self) -> Any:
+    def registry(self) -> SchemaRegistry:
         return self.backend.registry
 
     def topic(self, name: str) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import click
 
@@ -29,7 +30,7 @@ def schema() -> None:
 def list_(ctx: click.Context, as_json: bool) -> None:
     """List the registered event types with their schema versions."""
     registry = open_bus(ctx).registry
-    rows = []
+    rows: list[dict[str, Any]] = []
     for name in registry.event_types():
         versions = registry.versions(name)
         rows.append({"event_type": name, "versions": [v.version for v in versions],
