@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import time
-import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -20,6 +19,9 @@ T = TypeVar("T")
 BACKENDS = ["sqlite", "pulsar"]  # the contract suite and the bus tests run on each
 PULSAR_SERVICE = os.environ.get("EDBUS_TEST_PULSAR", "pulsar://127.0.0.1:6650")
 PULSAR_ADMIN = os.environ.get("EDBUS_TEST_PULSAR_ADMIN", "http://127.0.0.1:8080")
+# more URL options for the test broker, e.g. a secured one (pulsar+ssl:// and https:// above):
+# EDBUS_TEST_PULSAR_OPTIONS='tls_ca=/path/ca.pem&token_file=/path/admin.token'
+PULSAR_OPTIONS = os.environ.get("EDBUS_TEST_PULSAR_OPTIONS", "")
 
 
 def eventually(check: Callable[[], T], timeout: float = 10.0, interval: float = 0.01) -> T:
@@ -40,11 +42,25 @@ def pulsar_ready() -> str | None:
         import pulsar  # noqa: F401
     except ImportError as exc:
         return f"pulsar-client is not installed ({exc})"
+    from edbus.backends.pulsar.admin import Admin
+    from edbus.backends.pulsar.connection import PulsarConfig
+    from edbus.errors import EdbusError
+
+    config = PulsarConfig.parse(pulsar_url())
+    admin = Admin(config.admin_urls, config.ns, timeout=3, security=config.security)
     try:
-        with urllib.request.urlopen(PULSAR_ADMIN + "/admin/v2/clusters", timeout=3):
-            return None
-    except OSError as exc:
+        admin.call("GET", "/admin/v2/clusters")
+        return None
+    except EdbusError as exc:
         return f"no Pulsar broker at {PULSAR_ADMIN} ({exc}); start one with scripts/pulsar.sh start"
+    finally:
+        admin.close()
+
+
+def pulsar_url(prefix: str = "") -> str:
+    """The test broker's URL (with EDBUS_TEST_PULSAR_OPTIONS) and a topic prefix."""
+    options = f"&{PULSAR_OPTIONS}" if PULSAR_OPTIONS else ""
+    return f"{PULSAR_SERVICE}?admin={PULSAR_ADMIN}{options}&prefix={prefix}"
 
 
 def backend_url(kind: str, tmp_path: Path) -> str:
@@ -57,7 +73,7 @@ def backend_url(kind: str, tmp_path: Path) -> str:
                 pytest.fail(f"CI needs the Pulsar broker: {problem}")
             pytest.skip(problem)
         # every test its own topics on the shared broker: no wipe between tests
-        return f"{PULSAR_SERVICE}?admin={PULSAR_ADMIN}&prefix=t{uuid.uuid4().hex[:12]}-"
+        return pulsar_url(f"t{uuid.uuid4().hex[:12]}-")
     raise ValueError(kind)
 
 

@@ -491,3 +491,221 @@ def test_the_recent_id_window_keeps_at_least_the_last_size_ids_and_at_most_twice
         assert not recent.none_of([f"e{last - 1}"]) and recent.none_of([f"e{last}"])
         kept = sum(recent.get(f"e{i}") is not None for i in range(last))
         assert 10 <= kept <= 20 or kept == last
+
+
+def _dead_port() -> int:
+    import socket
+
+    with socket.socket() as s:  # bound, then closed: nothing listens there
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_threads_publishing_to_a_stopped_broker_each_fail_after_about_publish_timeout_not_n_times_it() -> None:
+    """Ten threads append to one topic of a broker that is not there (the worst case: they take turns on
+    the topic). Each fails within publish_timeout plus a margin for one last attempt; with one lock held
+    through every thread's retries, the tenth failed after about ten times publish_timeout."""
+    port, timeout, n = _dead_port(), 2.0, 10
+    b = open_backend(f"pulsar://127.0.0.1:{port}?admin=http://127.0.0.1:{port}&publish_timeout={timeout:g}")
+    took: list[float] = []
+    errors: list[BaseException] = []
+    lock = threading.Lock()
+
+    def publish(i: int) -> None:
+        started = time.monotonic()
+        try:
+            b.append("t", [rec(i, "k")])
+        except StoreUnavailableError:
+            with lock:
+                took.append(time.monotonic() - started)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=publish, args=(i,)) for i in range(n)]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(n * timeout + 30)
+    finally:
+        b.close()
+    assert errors == [] and len(took) == n
+    assert max(took) < timeout + 5, f"slowest thread failed after {max(took):.1f}s (publish_timeout {timeout:g}s)"
+
+
+def test_one_topic_whose_publish_is_retrying_does_not_stall_another_topic(url: str) -> None:
+    """Topic a's append is retried for as long as another connection holds the producer name it needs
+    (the broker refuses it with ProducerBusy); meanwhile appends to topic b of the same backend go
+    through at once. When the name is free, a's append is stored."""
+    import pulsar
+
+    from edbus.backends.pulsar import PulsarBackend
+
+    b = open_backend(url + "&producer=held&publish_timeout=60")
+    assert isinstance(b, PulsarBackend)
+    holder = pulsar.Client(b.config.service_url)
+    squatter = holder.create_producer(b._full("a"), producer_name="held")
+    done = threading.Event()
+    errors: list[BaseException] = []
+
+    def append_a() -> None:
+        try:
+            b.append("a", [rec(1, "k")])
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            done.set()
+
+    stalled = threading.Thread(target=append_a)
+    try:
+        stalled.start()
+        eventually(lambda: b.producers._turns.get(b._full("a")) is not None and
+                   b.producers._turns[b._full("a")].locked(), timeout=10)
+        for i in range(5):
+            b.append("b", [rec(i, "k")])  # not blocked by a's retries (the test's deadline would say so)
+        assert not done.is_set(), "a's append ended while its producer name was held"
+        assert [m.record.id for m in b.read("b", StartAt(), 10)] == ["e0", "e1", "e2", "e3", "e4"]
+        squatter.close()
+        assert done.wait(60) and errors == []
+        assert [m.record.id for m in b.read("a", StartAt(), 10)] == ["e1"]
+    finally:
+        done.wait(60)
+        stalled.join(10)
+        holder.close()
+        b.close()
+
+
+@pytest.fixture
+def scratch_namespace(url: str) -> Iterator[str]:
+    """A namespace of the test's own on the shared broker (its policies changed freely), deleted after."""
+    import uuid
+
+    from edbus.backends.pulsar import PulsarBackend
+
+    b = open_backend(url)
+    assert isinstance(b, PulsarBackend)
+    ns = f"public/edbus-{uuid.uuid4().hex[:10]}"
+    b.admin.call("PUT", f"/admin/v2/namespaces/{ns}")
+    try:
+        yield ns
+    finally:
+        for topic in b.admin.call("GET", f"/admin/v2/namespaces/{ns}/topics") or []:
+            b.admin.call("DELETE", f"/admin/v2/persistent/{topic.split('://', 1)[1]}?force=true")
+        b.admin.call("DELETE", f"/admin/v2/namespaces/{ns}")  # forced deletion is off on brokers by default
+        b.close()
+
+
+def test_a_namespace_whose_deduplication_is_off_is_refused_at_the_first_append_and_subscribe(
+        url: str, scratch_namespace: str) -> None:
+    from edbus.backends.pulsar import PulsarBackend
+
+    b = open_backend(url.replace("?", f"?namespace={scratch_namespace.split('/')[1]}&"))
+    assert isinstance(b, PulsarBackend)
+    try:
+        b.append("t", [rec(1, "k")])  # no namespace policy: the broker's setting (on) counts
+        b.admin.call("POST", f"/admin/v2/namespaces/{scratch_namespace}/deduplication", False)
+        other = open_backend(url.replace("?", f"?namespace={scratch_namespace.split('/')[1]}&"))
+        try:
+            for act in (lambda: other.append("t", [rec(2, "k")]),
+                        lambda: other.subscribe("t", "s", Mode.SHARED, StartAt())):
+                with pytest.raises(ConfigError, match=rf"deduplication is off for namespace {scratch_namespace} "
+                                   rf"\(namespace .* policy deduplication\).*set-deduplication {scratch_namespace} "
+                                   "--enable"):
+                    act()
+        finally:
+            other.close()
+    finally:
+        b.close()
+
+
+def test_a_namespace_that_creates_subscriptions_on_its_own_is_warned_about(
+        url: str, scratch_namespace: str, caplog: pytest.LogCaptureFixture) -> None:
+    name = scratch_namespace.split("/")[1]
+    setup = open_backend(url)
+    try:
+        setup.admin.call("POST", f"/admin/v2/namespaces/{scratch_namespace}/autoSubscriptionCreation",
+                         {"allowAutoSubscriptionCreation": True})
+    finally:
+        setup.close()
+    b = open_backend(url.replace("?", f"?namespace={name}&"))
+    try:
+        with caplog.at_level("WARNING", logger="edbus.backends.pulsar"):
+            b.append("t", [rec(1, "k")])
+        assert any(f"creates subscriptions on its own for namespace {scratch_namespace}" in r.getMessage()
+                   for r in caplog.records)
+    finally:
+        b.close()
+
+
+class _Redirector:
+    """An HTTP server on loopback that answers every request with 307 to the same path on ``target``:
+    what a broker that does not own a topic answers (a real cluster's brokers are tests/faults')."""
+
+    def __init__(self, target: str) -> None:
+        import http.server
+
+        seen: list[tuple[str, str | None]] = []
+        self.seen = seen
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def _redirect(self) -> None:
+                seen.append((self.command, self.headers.get("Authorization")))
+                self.send_response(307)
+                self.send_header("Location", target + self.path)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            do_GET = do_PUT = do_POST = do_DELETE = _redirect
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_the_admin_client_follows_a_307_for_put_post_and_delete_and_tries_the_next_admin_url(url: str) -> None:
+    """Subscribe (PUT), seek (POST) and unsubscribe (DELETE) through an admin URL that redirects every
+    call to the broker (urllib followed none of those: StoreError("HTTP 307")); the first admin URL of the
+    list refuses connections, so the second is used."""
+    from tests.conftest import PULSAR_ADMIN
+
+    redirector = _Redirector(PULSAR_ADMIN)
+    dead = f"http://127.0.0.1:{_dead_port()}"
+    b = open_backend(url.replace(f"admin={PULSAR_ADMIN}", f"admin={dead},{redirector.url}"))
+    try:
+        b.subscribe("t", "s", Mode.SHARED, StartAt())
+        b.append("t", [rec(1, "k")])
+        b.seek("t", "s", StartAt())  # to the earliest: admin resetcursor, a POST
+        b.unsubscribe("t", "s")
+        methods = {m for m, _ in redirector.seen}
+        assert {"PUT", "POST", "DELETE", "GET"} <= methods
+        assert [s.subscription for s in b.subscriptions("t")] == []
+    finally:
+        b.close()
+        redirector.close()
+
+
+def test_a_service_url_listing_several_brokers_uses_one_that_answers(url: str) -> None:
+    """``pulsar://dead,live`` and ``admin=http://dead,http://live``: the client and the admin client
+    go on to the broker that answers."""
+    from tests.conftest import PULSAR_ADMIN, PULSAR_SERVICE
+
+    dead = _dead_port()
+    live = PULSAR_SERVICE.split("://", 1)[1]
+    several = (url.replace(PULSAR_SERVICE, f"pulsar://127.0.0.1:{dead},{live}")
+               .replace(f"admin={PULSAR_ADMIN}", f"admin=http://127.0.0.1:{dead},{PULSAR_ADMIN}"))
+    b = open_backend(several)
+    try:
+        b.subscribe("t", "s", Mode.SHARED, StartAt())
+        b.append("t", [rec(1, "k")])
+        got = eventually(lambda: b.fetch("t", "s", "c", 10, 30), timeout=20)
+        assert [d.message.record.id for d in got] == ["e1"]
+    finally:
+        b.close()

@@ -26,12 +26,14 @@ from edbus.backends.base import (
     dlq_topic,
 )
 from edbus.backends.pulsar.admin import Admin
+from edbus.backends.pulsar.attempts import AttemptLedger, delete_ledger
+from edbus.backends.pulsar.checks import check_broker
 from edbus.backends.pulsar.connection import ClientHolder, PulsarConfig, pulsar_errors
 from edbus.backends.pulsar.consuming import SubState, consumer_type
 from edbus.backends.pulsar.messages import event_id, message_id, properties, to_message
 from edbus.backends.pulsar.producing import Producers
 from edbus.backends.pulsar.schemas import SUBJECT_PREFIX, PulsarSchemaRegistry
-from edbus.errors import ConfigError, NotFoundError, StoreError
+from edbus.errors import ConfigError, NotFoundError, StoreError, StoreUnavailableError
 from edbus.schema.registry import SchemaRegistry
 
 __all__ = ["PulsarBackend"]
@@ -73,6 +75,8 @@ class PulsarBackend(Backend):
         self._pid = os.getpid()
         self._dlq_ready: set[str] = set()
         self._registry = PulsarSchemaRegistry(self.admin, self.config.prefix)
+        self._checked = 0  # the pid whose first append or subscribe checked the broker (checks.py)
+        self._check_lock = threading.Lock()
 
     @property
     def registry(self) -> SchemaRegistry:
@@ -85,8 +89,19 @@ class PulsarBackend(Backend):
         return self.config.prefix + topic
 
     # -- producing ---------------------------------------------------------------------------
+    def _check_broker(self) -> None:
+        """Once per process (checks.py); an unreachable admin API is checked again next time."""
+        if self._checked == os.getpid():
+            return
+        with self._check_lock:
+            if self._checked != os.getpid():
+                with contextlib.suppress(StoreUnavailableError):  # an append's own retries cover an outage
+                    check_broker(self.admin, self.holder.role)
+                    self._checked = os.getpid()
+
     def append(self, topic: str, records: Sequence[Record]) -> None:
         if records:
+            self._check_broker()
             self.producers.append(self._full(topic), records, label=topic)
 
     # -- subscriptions -----------------------------------------------------------------------
@@ -110,6 +125,7 @@ class PulsarBackend(Backend):
 
     def subscribe(self, topic: str, subscription: str, mode: Mode, start: StartAt) -> None:
         check_subscription(subscription)
+        self._check_broker()
         name = self._name(topic)
         self.admin.create_topic(name)
         self.admin.create_topic(retry_topic(name, subscription))
@@ -131,6 +147,7 @@ class PulsarBackend(Backend):
         self.admin.delete_subscription(name, subscription)
         with contextlib.suppress(NotFoundError):
             self.admin.delete_subscription(retry_topic(name, subscription), subscription)
+        delete_ledger(self.admin, name, subscription)
 
     def _forget(self, topic: str, subscription: str) -> None:
         with self._subs_lock:
@@ -222,7 +239,7 @@ class PulsarBackend(Backend):
 
         name = self._name(topic)
         client = self.holder.get()
-        with pulsar_errors(f"subscribe to {topic}/{subscription}"):
+        with pulsar_errors(f"subscribe to {topic}/{subscription}", self.holder.role):
             try:
                 consumer_name = f"edbus-{os.getpid()}-{uuid.uuid4().hex[:12]}"  # to find it in the broker's stats
                 consumer = client.subscribe(
@@ -234,6 +251,8 @@ class PulsarBackend(Backend):
                     raise
                 return None
         state = SubState(topic, subscription, mode, consumer, consumer_name)
+        state.attach(lambda: AttemptLedger.open(client, self.admin, self.config.full, name,
+                                                retry_topic(name, subscription), subscription, consumer_name))
         state.trusted_until = now + _RECHECK
         # a new consumer's first dispatch can take a while:
         # when the subscription has a backlog, the first fetch waits for it longer
@@ -298,6 +317,10 @@ class PulsarBackend(Backend):
         headers = properties(record, dead_letter_headers(delivery, error))
         self.producers.append(self.config.full(target), [record], dedupe=False, headers=[headers])
         state.ack(position, token)
+
+    def flush(self) -> None:
+        for state in list(self._subs.values()) if self._pid == os.getpid() else []:
+            state.flush()
 
     def extend(self, deliveries: Sequence[Delivery], lease: float) -> None:
         for d in deliveries:
@@ -438,7 +461,8 @@ class PulsarBackend(Backend):
         out = []
         for name in self.admin.list_topics():
             short = name[len(prefix):]
-            if not name.startswith(prefix) or short.startswith(SUBJECT_PREFIX) or short.endswith("-RETRY"):
+            if not name.startswith(prefix) or short.startswith(SUBJECT_PREFIX) or \
+                    short.endswith(("-RETRY", ".attempts")):  # internal: retry topics, attempt ledgers
                 continue
             out.append(short)
         return sorted(out)

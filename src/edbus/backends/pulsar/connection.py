@@ -231,7 +231,9 @@ class ClientHolder:
                     # a supplier, not the token: read at each (re)connection, never held here
                     options["authentication"] = pulsar.AuthenticationToken(security.token_or_empty)
                 with pulsar_errors("connect", self.role if security.has_token else None):
-                    self._client = pulsar.Client(self.config.service_url, operation_timeout_seconds=10,
+                    # no operation of the client outlasts an append's deadline by much (10 s at most)
+                    timeout = int(max(1, min(10, self.config.publish_timeout)))
+                    self._client = pulsar.Client(self.config.service_url, operation_timeout_seconds=timeout,
                                                  connection_timeout_ms=3000,
                                                  logger=pulsar.ConsoleLogger(pulsar.LoggerLevel.Error), **options)
                 self._pid = os.getpid()

@@ -3,6 +3,13 @@
 appended recently. An unreachable broker is retried with exponential backoff until
 ``publish_timeout``, then ``StoreUnavailableError``.
 
+Appends to one topic take turns (a lock per topic): sequence ids are given in the order they are sent,
+and a later append stored before an earlier one's resend would make the broker drop that resend as a
+duplicate (a loss), so an append keeps its topic's turn through its retries. Other topics do not wait,
+and the deadline counts from the call: an append still waiting for its turn at ``publish_timeout`` fails
+then (nothing of it stored), so N threads publishing to an unreachable broker each fail after about
+``publish_timeout``, not N times that.
+
 A producer re-created after a failure keeps its name (one per process and topic), and an append resends
 its unacknowledged rest with the sequence ids it first gave them: the broker's deduplication (per producer
 name, highest sequence id persisted) then drops a message it had persisted although its receipt was lost.
@@ -28,6 +35,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from edbus.backends.base import Record
+from edbus.backends.pulsar.backoff import Backoff
 from edbus.backends.pulsar.connection import ClientHolder, pulsar_errors
 from edbus.backends.pulsar.messages import properties
 from edbus.errors import StoreUnavailableError, ValidationError
@@ -102,22 +110,36 @@ class Producers:
         # it may reuse them until an append succeeds: after that a later sequence may be stored)
         self._unconfirmed: dict[str, dict[str, int]] = {}
         self._recent: dict[str, RecentIds] = {}
-        self._lock = threading.Lock()
+        self._turns: dict[str, threading.Lock] = {}  # per topic: whose append it is (held through its retries)
+        self._meta = threading.Lock()  # guards the dicts' per-process reset and _turns; never held across I/O
         self._pid = os.getpid()
         # (ledger, entry) of the last message this process appended to each topic: a fetch in this process
         # waits for it a little longer (so a fetch right after an append sees all of it)
         self.last_sent: dict[str, tuple[int, int]] = {}
 
+    def _turn(self, full_topic: str) -> threading.Lock:
+        """The topic's lock; in a forked child, first forget the parent's producers and locks (a lock a
+        parent's thread held at the fork stays held in the child)."""
+        with self._meta:
+            if self._pid != os.getpid():
+                self._reset()
+                self._turns.clear()
+                self._pid = os.getpid()
+            found = self._turns.get(full_topic)
+            if found is None:
+                found = self._turns[full_topic] = threading.Lock()
+            return found
+
+    def _reset(self) -> None:
+        self._producers.clear()
+        self._names.clear()
+        self._next_sequence.clear()
+        self._highest.clear()
+        self._unconfirmed.clear()
+        self._recent.clear()
+        self.last_sent.clear()
+
     def _producer(self, full_topic: str, named: bool = True) -> Any:
-        if self._pid != os.getpid() or self.holder.fresh:
-            self._producers.clear()  # built on another process's client
-            self._names.clear()
-            self._next_sequence.clear()
-            self._highest.clear()
-            self._unconfirmed.clear()
-            self._recent.clear()
-            self.last_sent.clear()
-            self._pid = os.getpid()
         producer = self._producers.get(full_topic)
         if producer is None:
             import pulsar
@@ -125,7 +147,7 @@ class Producers:
             client = self.holder.get()
             name = self._names.setdefault(full_topic, self.name if named and self.name
                                           else f"edbus-{os.getpid()}-{uuid.uuid4().hex[:12]}")
-            with pulsar_errors(f"producer for {full_topic}"):
+            with pulsar_errors(f"producer for {full_topic}", self.holder.role):
                 try:
                     # batching off: a plain batch holds several keys and would defeat Key_Shared's spread
                     producer = client.create_producer(
@@ -218,51 +240,62 @@ class Producers:
         """``label``: the topic's name in errors (edbus's, not Pulsar's). ``dedupe`` off (the backend's
         own writes: dead letters, redrives, which several processes make at once): no event-id dedupe, and
         a producer name of this process's own, never the configured one."""
-        with self._lock:
-            if dedupe:
-                todo, digests = self._fresh(full_topic, records, label or full_topic)
-            else:
-                todo, digests = list(records), []
-            props = list(headers) if headers is not None else [properties(r) for r in todo]
-            deadline = time.monotonic() + self.publish_timeout
-            delay = 0.05
-            sent = 0
-            sequence: list[int] = []  # given once: a resend after a failure reuses them (broker dedupe)
-            # the broker drops a duplicate only on a resend, or for a named producer's retry: only then
-            # are the receipts of the batch looked at (two calls into the client per event)
-            resend = dedupe and bool(self.name)
-            try:
-                while sent < len(todo):
-                    try:
-                        producer = self._producer(full_topic, named=dedupe)
-                        sequence = sequence or self._sequence_ids(full_topic, todo, label or full_topic)
-                        done, last, dropped = self._send(producer, todo[sent:], props[sent:], sequence[sent:],
-                                                         deliver_after, resend)
-                        sent += done
-                        if last is not None and last[0] >= 0:  # (-1, -1): a duplicate the broker dropped
-                            self.last_sent[full_topic] = last
-                        if dropped:
-                            log.info("edbus: %d event(s) published to %s were stored before (producer %r, by "
-                                     "an earlier attempt): not stored again", dropped, label or full_topic,
-                                     self._names.get(full_topic))
-                    except StoreUnavailableError as exc:
-                        self._drop(full_topic)
-                        resend = True
-                        if time.monotonic() + delay > deadline:
-                            raise StoreUnavailableError(
-                                f"Pulsar broker at {self.holder.config.service_url} unreachable for "
-                                f"{self.publish_timeout:g}s: {sent} of {len(todo)} events stored ({exc})") from None
-                        time.sleep(delay)  # backoff before the next attempt, not synchronisation
-                        delay = min(delay * 2, 2.0)
-            except BaseException:
-                if dedupe and sequence:  # what was stored is known; the rest may be retried with its sequences
-                    self._remember(full_topic, todo[:sent], digests[:sent])
-                    self._unconfirmed[full_topic] = dict(zip((r.id for r in todo[sent:]), sequence[sent:],
-                                                             strict=True))
-                raise
-            if dedupe:
-                self._remember(full_topic, todo, digests)
-                self._unconfirmed.pop(full_topic, None)
+        started = time.monotonic()
+        turn = self._turn(full_topic)
+        if not turn.acquire(timeout=self.publish_timeout):
+            raise StoreUnavailableError(
+                f"publish to {label or full_topic}: another publish to the topic has been retrying for "
+                f"{self.publish_timeout:g}s (Pulsar broker at {self.holder.config.service_url} unreachable?): "
+                f"0 of {len(records)} events stored")
+        try:
+            self._append(full_topic, records, dedupe, headers, deliver_after, label,
+                         Backoff(self.publish_timeout - (time.monotonic() - started)))
+        finally:
+            turn.release()
+
+    def _append(self, full_topic: str, records: Sequence[Record], dedupe: bool,
+                headers: Sequence[dict[str, str]] | None, deliver_after: float | None, label: str,
+                backoff: Backoff) -> None:
+        if dedupe:
+            todo, digests = self._fresh(full_topic, records, label or full_topic)
+        else:
+            todo, digests = list(records), []
+        props = list(headers) if headers is not None else [properties(r) for r in todo]
+        sent = 0
+        sequence: list[int] = []  # given once: a resend after a failure reuses them (broker dedupe)
+        # the broker drops a duplicate only on a resend, or for a named producer's retry: only then
+        # are the receipts of the batch looked at (two calls into the client per event)
+        resend = dedupe and bool(self.name)
+        try:
+            while sent < len(todo):
+                try:
+                    producer = self._producer(full_topic, named=dedupe)
+                    sequence = sequence or self._sequence_ids(full_topic, todo, label or full_topic)
+                    done, last, dropped = self._send(producer, todo[sent:], props[sent:], sequence[sent:],
+                                                     deliver_after, resend)
+                    sent += done
+                    if last is not None and last[0] >= 0:  # (-1, -1): a duplicate the broker dropped
+                        self.last_sent[full_topic] = last
+                    if dropped:
+                        log.info("edbus: %d event(s) published to %s were stored before (producer %r, by "
+                                 "an earlier attempt): not stored again", dropped, label or full_topic,
+                                 self._names.get(full_topic))
+                except StoreUnavailableError as exc:
+                    self._drop(full_topic)
+                    resend = True
+                    if not backoff.sleep():
+                        raise StoreUnavailableError(
+                            f"Pulsar broker at {self.holder.config.service_url} unreachable for "
+                            f"{self.publish_timeout:g}s: {sent} of {len(todo)} events stored ({exc})") from None
+        except BaseException:
+            if dedupe and sequence:  # what was stored is known; the rest may be retried with its sequences
+                self._remember(full_topic, todo[:sent], digests[:sent])
+                self._unconfirmed[full_topic] = dict(zip((r.id for r in todo[sent:]), sequence[sent:],
+                                                         strict=True))
+            raise
+        if dedupe:
+            self._remember(full_topic, todo, digests)
+            self._unconfirmed.pop(full_topic, None)
 
     def _send(self, producer: Any, records: Sequence[Record], props: Sequence[dict[str, str]],
               sequence: Sequence[int], deliver_after: float | None,
@@ -279,7 +312,7 @@ class Producers:
         native = getattr(producer, "_producer", None)  # pulsar-client's (3.5 to 3.13) C++ producer, under its wrapper
         if len(records) == 1:
             r = records[0]
-            with pulsar_errors(f"publish to {producer.topic()}"):
+            with pulsar_errors(f"publish to {producer.topic()}", self.holder.role):
                 if native is not None:
                     sent = native.send(_message(builder, r, props[0], after, sequence[0]))
                 else:
@@ -299,7 +332,7 @@ class Producers:
             if next(answered) == n:
                 all_answered.set()
 
-        with pulsar_errors(f"publish to {producer.topic()}"):
+        with pulsar_errors(f"publish to {producer.topic()}", self.holder.role):
             for i, r in enumerate(records):
                 if native is not None:
                     native.send_async(_message(builder, r, props[i], after, sequence[i]),
@@ -328,7 +361,8 @@ class Producers:
         return done_count, positions[-1], dropped
 
     def close(self) -> None:
-        if self._pid == os.getpid():
-            for topic in list(self._producers):
-                self._drop(topic)
-        self._producers.clear()
+        with self._meta:
+            if self._pid == os.getpid():
+                for topic in list(self._producers):
+                    self._drop(topic)
+            self._reset()  # built on the client being closed
