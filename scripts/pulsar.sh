@@ -9,6 +9,12 @@
 # Environment: EDBUS_CACHE (default ~/.cache/edbus), EDBUS_PULSAR_DATA (default: <cache>/pulsar-data),
 # EDBUS_PULSAR_PORT (default 6650), EDBUS_PULSAR_ADMIN_PORT (default 8080): concurrent test runs use
 # their own data folder and free ports, so they never share (or stop) each other's broker.
+# Secured mode: EDBUS_PULSAR_SECURE_DIR=<dir> holding ca.pem (the CA that signed the server certificate),
+# server.pem and server-key.pem (PKCS#8; for 127.0.0.1 and localhost), secret.key (the HS256 key that
+# signs tokens) and admin.token (a token of role "admin", the superuser: the broker's own internal client
+# and the readiness check use it). The two ports are then TLS only (pulsar+ssl://, https://), tokens are
+# required (authenticationEnabled, AuthenticationProviderToken) and checked against grants
+# (authorizationEnabled, superUserRoles=admin). tests/test_pulsar_security.py writes such a folder.
 set -euo pipefail
 shopt -s inherit_errexit
 
@@ -23,7 +29,15 @@ pidfile=$data/broker.pid
 log=$data/broker.log
 port=${EDBUS_PULSAR_PORT:-6650}
 admin_port=${EDBUS_PULSAR_ADMIN_PORT:-8080}
-admin=http://127.0.0.1:$admin_port
+secure=${EDBUS_PULSAR_SECURE_DIR:-}
+if [ -n "$secure" ]; then
+  secure=$(cd "$secure" && pwd)
+  admin=https://127.0.0.1:$admin_port
+  service=pulsar+ssl://127.0.0.1:$port
+else
+  admin=http://127.0.0.1:$admin_port
+  service=pulsar://127.0.0.1:$port
+fi
 
 maven() {
   local mvn=$cache/apache-maven-$MAVEN_VERSION/bin/mvn
@@ -50,9 +64,44 @@ fetch() {
   touch "$home/lib/.complete"
 }
 
+get() {
+  if [ -n "$secure" ]; then
+    # the token from a header file: never on a command line (ps shows those)
+    curl -sf --max-time 2 --cacert "$secure/ca.pem" -H "@$data/admin-header" "$admin$1"
+  else
+    curl -sf --max-time 2 "$admin$1"
+  fi
+}
+
 ready() {
-  curl -sf --max-time 2 "$admin/admin/v2/clusters" >/dev/null 2>&1 &&
-    curl -sf --max-time 2 "$admin/admin/v2/namespaces/public" 2>/dev/null | grep -q 'public/default'
+  get /admin/v2/clusters >/dev/null 2>&1 && get /admin/v2/namespaces/public 2>/dev/null | grep -q 'public/default'
+}
+
+secure_conf() {
+  local f
+  for f in ca.pem server.pem server-key.pem secret.key admin.token; do
+    [ -s "$secure/$f" ] || { echo "pulsar.sh: EDBUS_PULSAR_SECURE_DIR has no $f" >&2; return 1; }
+  done
+  (umask 077; printf 'Authorization: Bearer %s\n' "$(cat "$secure/admin.token")" >"$data/admin-header")
+  cat <<CONF
+brokerServicePort=
+webServicePort=
+brokerServicePortTls=$port
+webServicePortTls=$admin_port
+tlsCertificateFilePath=$secure/server.pem
+tlsKeyFilePath=$secure/server-key.pem
+tlsTrustCertsFilePath=$secure/ca.pem
+tlsAllowInsecureConnection=false
+authenticationEnabled=true
+authenticationProviders=org.apache.pulsar.broker.authentication.AuthenticationProviderToken
+tokenSecretKey=file://$secure/secret.key
+authorizationEnabled=true
+superUserRoles=admin
+brokerClientTlsEnabled=true
+brokerClientTrustCertsFilePath=$secure/ca.pem
+brokerClientAuthenticationPlugin=org.apache.pulsar.client.impl.auth.AuthenticationToken
+brokerClientAuthenticationParameters=file://$secure/admin.token
+CONF
 }
 
 running() { [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; }
@@ -68,6 +117,7 @@ start() {
   # this run's ports, in a copy of the configuration
   sed -e "s/^brokerServicePort=.*/brokerServicePort=$port/" -e "s/^webServicePort=.*/webServicePort=$admin_port/" \
     "$here/pulsar/standalone.conf" >"$data/standalone.conf"
+  if [ -n "$secure" ]; then secure_conf >>"$data/standalone.conf"; fi  # later keys win
   # the JDK's module system hides internals Pulsar reads (bin/pulsar opens the same ones)
   local opens="--add-opens java.base/java.io=ALL-UNNAMED --add-opens java.base/java.lang=ALL-UNNAMED
     --add-opens java.base/java.nio=ALL-UNNAMED --add-opens java.base/sun.nio.ch=ALL-UNNAMED
@@ -91,7 +141,7 @@ start() {
     fi
     sleep 1
   done
-  echo "pulsar.sh: Apache Pulsar $PULSAR_VERSION ready on pulsar://127.0.0.1:$port (admin $admin, pid $(cat "$pidfile"))"
+  echo "pulsar.sh: Apache Pulsar $PULSAR_VERSION ready on $service (admin $admin, pid $(cat "$pidfile"))"
 }
 
 stop() {

@@ -18,9 +18,9 @@ Errors map onto edbus's: 404 → ``NotFoundError``, a refused connection → ``S
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
+import re
 import threading
 from collections.abc import Sequence
 from typing import Any
@@ -51,15 +51,19 @@ class AdminConflict(StoreError):
         self.reason = reason
 
 
-def _reason(response: httpx.Response) -> str:
+def _reason(response: httpx.Response) -> tuple[str, bool]:
+    """The broker's reason, in one line, and whether it came as the REST API's JSON (else it is the web
+    server's own page: an authentication filter's refusal, a proxy's error)."""
     body = response.text
     try:
         found = json.loads(body)
         if isinstance(found, dict) and (found.get("reason") or found.get("message")):
-            return str(found.get("reason") or found["message"])
+            return " ".join(str(found.get("reason") or found["message"]).split()), True
     except ValueError:
         pass
-    return body.strip()[:300] or response.reason_phrase or str(response.status_code)
+    title = re.search(r"<title>(.*?)</title>", body, re.S | re.I)
+    text = title.group(1) if title else body
+    return " ".join(text.split())[:300] or response.reason_phrase or str(response.status_code), False
 
 
 def _resource(path: str) -> str:
@@ -180,29 +184,43 @@ class Admin:
         code = response.status_code
         if code < 300:
             return json.loads(response.content) if response.content.strip() else None
-        reason = _reason(response)
+        reason, from_api = _reason(response)
         if code == 404:
             raise NotFoundError(reason)
         if code == 409:
             raise AdminConflict(reason)
         if code == 412:
             raise _Busy(reason)
+        # Pulsar answers 401 both when it does not accept the credentials (its authentication filter's
+        # page) and when the authenticated role lacks a permission (the REST API's JSON reason)
+        if code == 403 or (code == 401 and from_api):
+            what = _resource(path)
+            raise AuthorizationError(f"role {self.role!r} is not allowed to {method} {what} (Pulsar admin API: "
+                                     f"{reason})", self.role, what)
         if code == 401:
             if not self.security.has_token:
                 raise AuthenticationError(f"Pulsar admin API at {self.base} asks for credentials: give "
                                           "token_file=/path or token_env=VAR in the URL")
             raise AuthenticationError(f"Pulsar admin API at {self.base} refused the credentials of role "
                                       f"{self.role!r} ({self.security.token_source}): {reason}")
-        if code == 403:
-            what = _resource(path)
-            raise AuthorizationError(f"role {self.role!r} is not allowed to {method} {what} (Pulsar admin API: "
-                                     f"{reason})", self.role, what)
         raise StoreError(f"Pulsar admin {method} {path}: HTTP {code}: {reason}")
 
     # -- topics ------------------------------------------------------------------------------
     def create_topic(self, topic: str) -> None:
-        with contextlib.suppress(AdminConflict):  # exists
+        """Create it unless it exists. A role that may not create topics (creating one takes a tenant
+        admin) may use one an operator created: then only the topic's existence is checked."""
+        try:
             self.call("PUT", self.topic_path(topic))
+        except AdminConflict:  # exists
+            pass
+        except AuthorizationError:
+            try:
+                self.call("GET", self.topic_path(topic) + "/internalStats")
+            except (NotFoundError, AuthorizationError):
+                raise AuthorizationError(
+                    f"role {self.role!r} may not create topic {self.namespace}/{topic}, and it does not exist "
+                    "(or the role may not look it up): an operator creates it and grants the role (docs/pulsar.md, "
+                    "Authorization)", self.role, f"persistent://{self.namespace}/{topic}") from None
 
     def list_topics(self) -> list[str]:
         """Short names of the namespace's persistent topics."""

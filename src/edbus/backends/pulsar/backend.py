@@ -239,7 +239,8 @@ class PulsarBackend(Backend):
 
         name = self._name(topic)
         client = self.holder.get()
-        with pulsar_errors(f"subscribe to {topic}/{subscription}", self.holder.role):
+        with pulsar_errors(f"subscribe as {subscription!r} to {self.config.full(name)} and its retry topic",
+                           self.holder.role):
             try:
                 consumer_name = f"edbus-{os.getpid()}-{uuid.uuid4().hex[:12]}"  # to find it in the broker's stats
                 consumer = client.subscribe(
