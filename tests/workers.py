@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 import time
 
@@ -42,6 +43,8 @@ def consume(args: argparse.Namespace) -> None:
             time.sleep(args.delay)
         if event.data.n == args.die_on:
             os._exit(3)  # a poison event that kills the process
+        if event.data.n == args.kill_on:
+            os.kill(os.getpid(), signal.SIGKILL)  # a poison event that has the process SIGKILLed
         log.write(json.dumps({"id": event.id, "key": event.data.key, "n": event.data.n, "pid": os.getpid(),
                               "t": start, "attempt": event.attempt}) + "\n")
 
@@ -70,6 +73,7 @@ def main() -> None:
     p.add_argument("--delay", type=float, default=0.0)
     p.add_argument("--idle", type=float, default=None)
     p.add_argument("--die-on", type=int, default=-1)
+    p.add_argument("--kill-on", type=int, default=-1)
     args = p.parse_args()
     (produce if args.role == "produce" else consume)(args)
     sys.exit(0)

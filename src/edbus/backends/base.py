@@ -244,6 +244,11 @@ class Backend(abc.ABC):
     def nack(self, delivery: Delivery, delay: float, error: ErrorInfo | None) -> None:
         """Redeliver after ``delay`` seconds. ``error`` None releases it without counting an attempt."""
 
+    def flush(self) -> None:  # noqa: B027 - a no-op for a backend that defers nothing
+        """Make durable what ``nack`` changed in deliveries' attempt counts, if the backend defers it (to
+        its next ``fetch``): the runtime calls it before running an event whose earlier holder died, so
+        that the releases of its batch-mates are not counted as attempts if it kills this process too."""
+
     @abc.abstractmethod
     def dead_letter(self, delivery: Delivery, error: ErrorInfo) -> None:
         """Move the message to the subscription's dead-letter topic, with its error and history."""

@@ -248,6 +248,8 @@ class Consumer:
         keep = fetched[:first] if first else fetched[:1]
         for d in fetched[len(keep):]:
             self.backend.nack(d, 0.0, None)
+        if len(keep) < len(fetched):
+            self.backend.flush()  # the releases are durable before anything here runs
         return keep
 
     def _maintain(self, state: _RunState) -> None:
@@ -303,6 +305,8 @@ class Consumer:
                           outcome.error.message)
             else:
                 self.backend.nack(delivery, 0.0, None)  # not run: released, waits behind its key
+        if any(not isinstance(o, DeadLetter) for _, o in others):
+            self.backend.flush()  # failed and released attempts durable before a handler crash could blame them
         self.processed += len(acks) + sum(isinstance(o, DeadLetter) for _, o in others)
         return len(acks) + len(others)
 

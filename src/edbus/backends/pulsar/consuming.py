@@ -7,7 +7,11 @@ a process the messages received are leased to the named consumers that call ``fe
 rules as the embedded store: in ``key_ordered`` a message waits while an earlier one of its key is leased
 or waiting for its retry, in ``exclusive`` everything waits behind the first. A retry (``nack`` with a
 delay) is held here, unacked, until its time: later events of its key stay behind it, and Pulsar
-redelivers it (with its redelivery count) if this process dies.
+redelivers it if this process dies.
+
+Attempts are counted in the subscription's attempt ledger (attempts.py), not by the broker's redelivery
+count (0 after a consumer's death): a lease batch is recorded there before ``lease`` returns it, and a
+message new to this process is looked up there first.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import logging
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -22,13 +27,18 @@ from typing import Any, TypeVar, cast
 
 from edbus._rng import rng as _rng
 from edbus.backends.base import Delivery, ErrorInfo, Message, Mode
+from edbus.backends.pulsar.attempts import AttemptLedger, Attempts
 from edbus.backends.pulsar.connection import pulsar_errors
 from edbus.backends.pulsar.messages import to_message
+from edbus.errors import StoreError
 
 __all__ = ["Held", "SubState", "consumer_type"]
 
 _HISTORY_KEEP = 100
 _NOTHING = (-1, -1)
+_WARN_EVERY = 10.0  # seconds between warnings of a ledger that cannot be written
+
+log = logging.getLogger("edbus.backends.pulsar")
 
 
 _F = TypeVar("_F", bound=Callable[..., Any])
@@ -57,7 +67,10 @@ class Held:
 
     raw: Any
     message: Message
-    redeliveries: int  # deliveries to processes that died holding it (the broker's count)
+    at: tuple[int, int]  # (ledger, entry)
+    retry: bool  # from the subscription's retry topic
+    before: int = 0  # attempts started before this process took it (the attempt ledger's count)
+    looked: bool = False  # looked up in the attempt ledger
     leases: int = 0  # leases given here
     history: list[ErrorInfo] = dataclasses.field(default_factory=list)
     owner: str | None = None
@@ -68,6 +81,14 @@ class Held:
 
     def free(self, now: float) -> bool:
         return self.lease_expires <= now and self.available_at <= now
+
+    def state(self, leased: int = 0) -> Attempts | None:
+        """For the attempt ledger: attempts started (``leased`` fewer: leases released) and the errors;
+        ``None`` when there is nothing to remember."""
+        started = self.before + self.leases - leased
+        if started <= 0 and not self.history:
+            return None
+        return Attempts(started, tuple(self.history), self.at[0], self.at[1], self.retry)
 
 
 @dataclasses.dataclass(slots=True)
@@ -105,6 +126,17 @@ class SubState:
         self.received: dict[str, tuple[int, int]] = {}  # per (full) topic: the last (ledger, entry) received
         self.gave_up: dict[str, tuple[int, int]] = {}  # per topic: an appended message a fetch stopped waiting for
         self.version = 0  # bumped by every change of ``held`` or of a lease (``drain`` rescans on one)
+        self.ledger: AttemptLedger | None = None  # set by ``attach``
+        self._warned = 0.0
+
+    def attach(self, open_ledger: Callable[[], AttemptLedger]) -> None:
+        """Open the subscription's attempt ledger for this consumer; on failure the consumer is closed."""
+        try:
+            self.ledger = open_ledger()
+        except BaseException:
+            with contextlib.suppress(BaseException):
+                self.consumer.close()
+            raise
 
     # -- receiving ---------------------------------------------------------------------------
     def receive(self, timeout: float) -> bool:
@@ -137,8 +169,8 @@ class SubState:
             raise
         msg_id = msg.message_id()
         message = to_message(msg, self.topic, msg_id)
-        held = Held(msg, message, msg.redelivery_count())
         at, topic = (msg_id.ledger_id(), msg_id.entry_id()), msg.topic_name()
+        held = Held(msg, message, at, self.ledger is not None and self.ledger.is_retry(topic))
         with self.lock:
             if self.closed:
                 return None
@@ -218,19 +250,53 @@ class SubState:
     # -- leasing -----------------------------------------------------------------------------
     @_locked
     def lease(self, consumer: str, limit: int, lease: float) -> list[Delivery]:
+        """Lease what ``consumer`` may take, once the attempt ledger has it: a message new here is looked
+        up there first (attempts started elsewhere, their errors), and the batch is recorded there before
+        it is returned. With the ledger unwritable (the broker unreachable) nothing is leased."""
         now = time.time()
         chosen = self._choose(consumer, limit, now)
         if self.mode is Mode.EXCLUSIVE:
             if self.owner not in (None, consumer) and self.owner_expires > now:
                 return []
             self.owner, self.owner_expires = consumer, now + lease
+        if not chosen:
+            self.version += 1
+            return []
+        ledger = self.ledger
+        if ledger is not None:
+            try:
+                new = [h for h in chosen if not h.looked]
+                if new:
+                    found = ledger.lookup([h.message.position for h in new])
+                    for h in new:
+                        h.looked = True
+                        known = found.get(h.message.position)
+                        if known is not None:
+                            h.before, h.history = known.started, [*known.history, *h.history]
+                for h in chosen:
+                    h.leases += 1
+                try:
+                    ledger.record({h.message.position: cast(Attempts, h.state()) for h in chosen})
+                except StoreError:
+                    for h in chosen:
+                        h.leases -= 1
+                        ledger.change(h.message.position, h.state())  # rewritten with the next write
+                    raise
+            except StoreError as exc:
+                if time.monotonic() - self._warned > _WARN_EVERY:
+                    self._warned = time.monotonic()
+                    log.warning("edbus: %s/%s: nothing leased, the attempt ledger cannot be read or written: %s",
+                                self.topic, self.subscription, exc)
+                return []
+        else:
+            for h in chosen:
+                h.leases += 1
         self.version += 1
         token = _rng.getrandbits(62)
         out = []
         for h in chosen:
             h.owner, h.lease_expires, h.token = consumer, now + lease, token
-            h.leases += 1
-            out.append(Delivery(h.message, self.subscription, h.redeliveries + h.leases, tuple(h.history),
+            out.append(Delivery(h.message, self.subscription, h.before + h.leases, tuple(h.history),
                                 (self, h.message.position, token)))
         return out
 
@@ -292,20 +358,28 @@ class SubState:
             self.native.acknowledge(h.raw)
         del self.held[position]
         self.version += 1
+        if self.ledger is not None:
+            self.ledger.settle((position,))
         return True
 
     @_locked
     def ack_many(self, handles: Sequence[tuple[str, int]]) -> None:
         """``ack`` of each (position, token), in order, under one hold of the lock."""
         held = self.held  # empty once closed: acks of a replaced consumer's leases do nothing
-        with pulsar_errors(f"ack on {self.topic}/{self.subscription}"):
-            for position, token in handles:
-                h = held.get(position)
-                if h is None or h.token != token:
-                    continue  # a stale lease: the message went to another consumer meanwhile
-                self.native.acknowledge(h.raw)
-                del held[position]
-                self.version += 1
+        done = []
+        try:
+            with pulsar_errors(f"ack on {self.topic}/{self.subscription}"):
+                for position, token in handles:
+                    h = held.get(position)
+                    if h is None or h.token != token:
+                        continue  # a stale lease: the message went to another consumer meanwhile
+                    self.native.acknowledge(h.raw)
+                    del held[position]
+                    self.version += 1
+                    done.append(position)
+        finally:
+            if done and self.ledger is not None:
+                self.ledger.settle(done)
 
     @_locked
     def nack(self, position: str, token: int, delay: float, error: ErrorInfo | None) -> None:
@@ -320,6 +394,13 @@ class SubState:
             h.leases -= 1
         h.owner, h.lease_expires, h.token, h.available_at = None, 0.0, 0, time.time() + delay
         self.version += 1
+        if self.ledger is not None:
+            self.ledger.change(position, h.state())  # deferred: written by the next lease or ``flush``
+
+    def flush(self) -> None:
+        """Make the attempt ledger's deferred changes (failed and released leases) durable."""
+        if self.ledger is not None and not self.closed:
+            self.ledger.flush()
 
     @_locked
     def extend(self, position: str, token: int, lease: float) -> None:
@@ -332,6 +413,10 @@ class SubState:
 
     @_locked
     def close(self) -> None:
+        """Release everything held (a lease still running counts as released in the attempt ledger: a
+        graceful close blames nothing), then close the consumer: the broker redelivers what was held."""
+        if self.ledger is not None and not self.closed:
+            self.ledger.close({p: h.state(1 if h.owner is not None else 0) for p, h in self.held.items()})
         self.closed = True
         self.held.clear()
         self.version += 1
