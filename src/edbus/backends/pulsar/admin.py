@@ -52,13 +52,14 @@ class AdminConflict(StoreError):
 
 
 def _reason(response: httpx.Response) -> tuple[str, bool]:
-    """The broker's reason, in one line, and whether it came as the REST API's JSON (else it is the web
-    server's own page: an authentication filter's refusal, a proxy's error)."""
+    """The broker's reason, in one line, and whether it came from the REST API (``{"reason": ...}``), not
+    from the web server's own error page (``{"message": ...}`` or HTML: an authentication filter's
+    refusal, a proxy's error)."""
     body = response.text
     try:
         found = json.loads(body)
         if isinstance(found, dict) and (found.get("reason") or found.get("message")):
-            return " ".join(str(found.get("reason") or found["message"]).split()), True
+            return " ".join(str(found.get("reason") or found["message"]).split()), bool(found.get("reason"))
     except ValueError:
         pass
     title = re.search(r"<title>(.*?)</title>", body, re.S | re.I)

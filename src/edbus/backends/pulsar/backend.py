@@ -33,7 +33,7 @@ from edbus.backends.pulsar.consuming import SubState, consumer_type
 from edbus.backends.pulsar.messages import event_id, message_id, properties, to_message
 from edbus.backends.pulsar.producing import Producers
 from edbus.backends.pulsar.schemas import SUBJECT_PREFIX, PulsarSchemaRegistry
-from edbus.errors import ConfigError, NotFoundError, StoreError, StoreUnavailableError
+from edbus.errors import AuthorizationError, ConfigError, NotFoundError, StoreError, StoreUnavailableError
 from edbus.schema.registry import SchemaRegistry
 
 __all__ = ["PulsarBackend"]
@@ -102,7 +102,18 @@ class PulsarBackend(Backend):
     def append(self, topic: str, records: Sequence[Record]) -> None:
         if records:
             self._check_broker()
-            self.producers.append(self._full(topic), records, label=topic)
+            try:
+                self.producers.append(self._full(topic), records, label=topic)
+            except StoreUnavailableError:
+                self._refused_credentials()
+                raise
+
+    def _refused_credentials(self) -> None:
+        """A broker that refuses a token closes the connection, and the client retries as if the broker
+        were down (a Timeout): ask the admin API, which says so (``AuthenticationError``)."""
+        if self.config.security.has_token:
+            with contextlib.suppress(StoreError, NotFoundError, AuthorizationError):
+                self.admin.call("GET", "/admin/v2/clusters")
 
     # -- subscriptions -----------------------------------------------------------------------
     @staticmethod
@@ -357,14 +368,14 @@ class PulsarBackend(Backend):
         except NotFoundError:
             return  # no such topic: nothing in it (a reader would create it)
         client = self.holder.get()
-        with pulsar_errors(f"read {topic}"):
+        with pulsar_errors(f"read {self.config.full(name)}", self.holder.role):
             reader = client.create_reader(self.config.full(name),
                                           start_id if start_id is not None else pulsar.MessageId.earliest)
             if at_time is not None and start_id is None:
                 reader.seek(int(at_time * 1000))
         try:
             while True:
-                with pulsar_errors(f"read {topic}"):
+                with pulsar_errors(f"read {self.config.full(name)}", self.holder.role):
                     if not reader.has_message_available():
                         return
                     msg = reader.read_next(timeout_millis=10_000)
@@ -421,7 +432,7 @@ class PulsarBackend(Backend):
 
         wanted = None if event_ids is None else set(event_ids)
         client = self.holder.get()
-        with pulsar_errors(f"dead letters of {topic}/{subscription}"):
+        with pulsar_errors(f"dead letters of {topic}/{subscription} ({self.config.full(name)})", self.holder.role):
             consumer = client.subscribe(self.config.full(name), DLQ_SUB, consumer_type=pulsar.ConsumerType.Shared)
         done = 0
         try:
@@ -438,7 +449,8 @@ class PulsarBackend(Backend):
                     record = Record(m.record.id, m.record.type, m.record.key, headers, m.record.payload)
                     self.producers.append(self.config.full(retry_topic(self._name(topic), subscription)),
                                           [record], dedupe=False, headers=[properties(record)])
-                with pulsar_errors(f"dead letters of {topic}/{subscription}"):
+                with pulsar_errors(f"dead letters of {topic}/{subscription} ({self.config.full(name)})",
+                                   self.holder.role):
                     consumer.acknowledge(msg)
                 done += 1
         finally:

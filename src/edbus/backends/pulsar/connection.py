@@ -187,7 +187,8 @@ def pulsar_errors(what: str, role: str | None = None) -> Iterator[None]:
             raise AuthenticationError(f"{what}: the broker refused the credentials"
                                       f"{f' of role {role!r}' if role else ''} (wrong or expired token?)") from None
         if name == "AuthorizationError":
-            raise AuthorizationError(f"{what}: refused to role {role or '?'!r} (Pulsar AuthorizationError: the role "
+            who = f"role {role!r}" if role else "this connection's role"
+            raise AuthorizationError(f"{what}: refused to {who} (Pulsar AuthorizationError: the role "
                                      "lacks the permission; an operator grants it, docs/pulsar.md)",
                                      role or "", what) from None
         raise StoreError(f"{what}: Pulsar {name}: {exc}") from None
