@@ -10,9 +10,13 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tests.faults.history import HistoryWriter, now
 from tests.faults.schedule import Fault
+
+if TYPE_CHECKING:
+    from tests.faults.cluster import PulsarCluster
 
 __all__ = ["BROKER_PROBE", "ROOT", "PulsarBroker", "Worker", "Fleet", "peak_memory_kb"]
 
@@ -182,12 +186,13 @@ client.close()
 
 
 class Fleet:
-    """The run's producers, consumers and (on Pulsar, when it is a fault target) broker; applies
-    faults and samples the consumers' peak memory."""
+    """The run's producers, consumers and (on Pulsar, when it is a fault target) broker or cluster;
+    applies faults and samples the consumers' peak memory."""
 
     def __init__(self, producers: list[Worker], consumers: list[Worker], broker: PulsarBroker | None,
-                 runner_log: HistoryWriter) -> None:
+                 runner_log: HistoryWriter, cluster: PulsarCluster | None = None, topic: str = "") -> None:
         self.producers, self.consumers, self.broker = producers, consumers, broker
+        self.cluster, self.topic = cluster, topic  # topic: its full name on the cluster (owner lookups)
         self.log = runner_log
         self.peak_kb: dict[int, int] = {}
         self._sampling = threading.Event()
@@ -212,6 +217,9 @@ class Fleet:
 
     def apply(self, fault: Fault) -> None:
         """Kill the target now, restart it ``down_for`` seconds later; both logged with their times."""
+        if self.cluster is not None and fault.kind not in ("kill_producer", "kill_consumer"):
+            self.cluster.apply(fault, self.log, self.topic)
+            return
         if fault.kind == "kill_broker":
             assert self.broker is not None, "kill_broker needs a broker of the run's own"
             before = now()  # the fault's time: its effects may be logged before the kill returns

@@ -15,6 +15,7 @@ from edbus import Bus, Mode, StartAt
 from edbus.errors import StoreError
 from tests.events import SEQ, Seq
 from tests.faults.checker import Figures, Rules, check, markdown_row
+from tests.faults.cluster import CLUSTER_FAULTS, PulsarCluster
 from tests.faults.faults import Fleet, PulsarBroker, Worker
 from tests.faults.history import HistoryWriter, now
 from tests.faults.schedule import Fault, build_schedule
@@ -67,6 +68,18 @@ SCENARIOS = {s.name: s for s in (
              batch=100, consumer_batch=256, mean_interval=2.0),
     Scenario("broker_kill", "Pulsar: acked events survive a broker SIGKILL; clients carry on after its restart",
              ("kill_broker",), backends=("pulsar",), mean_interval=25.0, down=(0.0, 2.0), settle=15.0),
+    # on the cluster of scripts/pulsar-cluster.sh (3 bookies, ensemble 3 / write 3 / ack 2; 2 brokers)
+    Scenario("cluster_bookie_kill", "cluster: SIGKILL of one bookie: publishing goes on, nothing acked is lost",
+             ("kill_bookie",), backends=("pulsar",), mean_interval=12.0, down=(0.0, 3.0), settle=3.0),
+    Scenario("cluster_broker_kill", "cluster: SIGKILL of the topic's broker: the topic moves, clients reconnect",
+             ("kill_owner_broker",), backends=("pulsar",), mean_interval=20.0, down=(0.0, 2.0), settle=5.0),
+    Scenario("cluster_bookies_restart", "cluster: a rolling restart of every bookie (one at a time)",
+             ("restart_bookies",), backends=("pulsar",), mean_interval=20.0, settle=3.0),
+    Scenario("cluster_metadata_stop", "cluster: ZooKeeper stopped for up to 20 s, then started again",
+             ("stop_metadata",), backends=("pulsar",), mean_interval=20.0, down=(2.0, 20.0), settle=5.0),
+    Scenario("cluster_mixed", "cluster: every cluster fault and producer/consumer kills, drawn at random",
+             (*CLUSTER_FAULTS, "kill_producer", "kill_consumer"), backends=("pulsar",), mean_interval=8.0,
+             down=(0.0, 3.0), settle=3.0),
     Scenario("backlog", "a slow consumer with a 1,000,000-event backlog: bounded memory, catches up",
              (), producers=0, consumers=1, backlog=1_000_000, slow_for=10.0, slow_delay=0.002,
              consumer_batch=256, peak_memory_mb=300.0),
@@ -126,12 +139,17 @@ def run(scenario: Scenario, backend: str, seed: int, duration: float, workdir: P
     history_dir = workdir / "history"
     history_dir.mkdir(parents=True, exist_ok=True)
     broker = PulsarBroker(workdir / "broker") if "kill_broker" in scenario.faults else None
+    cluster = PulsarCluster.for_run(workdir / "cluster") if set(scenario.faults) & set(CLUSTER_FAULTS) else None
     if backend == "sqlite":
         (workdir / "store").mkdir(exist_ok=True)
         url = f"sqlite:///{workdir / 'store' / 'edbus.db'}"
     elif broker is not None:
         broker.start()
         url = broker.url(f"f{uuid.uuid4().hex[:10]}-")
+    elif cluster is not None:
+        cluster.start()
+        prefix = f"f{uuid.uuid4().hex[:10]}-"
+        url, cluster_topic = cluster.url(prefix), prefix + TOPIC
     else:
         url = pulsar_url or shared_pulsar_url()
     runner_log = HistoryWriter(history_dir / "runner.jsonl")
@@ -143,6 +161,8 @@ def run(scenario: Scenario, backend: str, seed: int, duration: float, workdir: P
             _pin_pulsar_schema(bus)
         backlog_rate = _publish_backlog(scenario, url, history_dir, backlog)
         fleet = _fleet(scenario, url, history_dir, broker, runner_log)
+        if cluster is not None:
+            fleet.cluster, fleet.topic = cluster, cluster_topic
         try:
             fleet.start()
             started = now()
@@ -174,6 +194,8 @@ def run(scenario: Scenario, backend: str, seed: int, duration: float, workdir: P
         runner_log.close()
         if broker is not None:
             broker.stop()
+        if cluster is not None:
+            cluster.stop()
     figures = check(history_dir, stored=stored, dead_lettered=dead)
     violations = figures.violations(scenario.rules()) + problems
     if violations:  # what the workers logged (e.g. a consumer replaced) says where to look

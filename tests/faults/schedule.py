@@ -8,7 +8,8 @@ from collections.abc import Sequence
 
 __all__ = ["FAULT_KINDS", "Fault", "build_schedule"]
 
-FAULT_KINDS = ("kill_producer", "kill_consumer", "kill_broker")
+FAULT_KINDS = ("kill_producer", "kill_consumer", "kill_broker",
+               "kill_bookie", "kill_owner_broker", "restart_bookies", "stop_metadata")  # the last 4: cluster.py
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -17,7 +18,7 @@ class Fault:
 
     at: float
     kind: str
-    target: int  # index of the producer or consumer (0 for the broker)
+    target: int  # index of the producer, consumer or bookie (0 for the others)
     down_for: float
 
 
@@ -36,7 +37,7 @@ def build_schedule(seed: int, duration: float, kinds: Sequence[str], *, mean_int
 
     def draw(at: float) -> Fault:
         kind = rng.choice(list(kinds))
-        count = {"kill_producer": producers, "kill_consumer": consumers}.get(kind, 1)
+        count = {"kill_producer": producers, "kill_consumer": consumers, "kill_bookie": 3}.get(kind, 1)
         return Fault(round(at, 3), kind, rng.randrange(count), round(rng.uniform(*down), 3))
 
     t = 0.0

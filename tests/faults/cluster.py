@@ -1,0 +1,163 @@
+"""Faults on a multi-node Pulsar cluster (``scripts/pulsar-cluster.sh``): SIGKILL of one bookie, SIGKILL
+of the broker that owns the run's topic, a rolling restart of every bookie, and a stop of the metadata
+store (ZooKeeper) for a while. The cluster is the one ``$EDBUS_CLUSTER_DATA`` names when it serves (the
+CI target starts one for the whole run), else one of the run's own, stopped and deleted at its end."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+
+from tests.faults.faults import ROOT
+from tests.faults.history import HistoryWriter, now
+from tests.faults.schedule import Fault
+
+__all__ = ["CLUSTER_FAULTS", "PulsarCluster"]
+
+CLUSTER_SH = ROOT / "scripts" / "pulsar-cluster.sh"
+CLUSTER_FAULTS = ("kill_bookie", "kill_owner_broker", "restart_bookies", "stop_metadata")
+BOOKIES = ("bookie1", "bookie2", "bookie3")
+BROKERS = ("broker1", "broker2")
+
+
+class PulsarCluster:
+    """One cluster's data folder: its nodes' pids and ports, and the script that starts and stops them."""
+
+    def __init__(self, data: Path, *, own: bool) -> None:
+        self.data, self.own = data, own
+        self.env = {**os.environ, "EDBUS_CLUSTER_DATA": str(data)}
+
+    @classmethod
+    def for_run(cls, workdir: Path) -> PulsarCluster:
+        """The shared cluster of ``$EDBUS_CLUSTER_DATA`` if it serves, else a new one in ``workdir``."""
+        shared = os.environ.get("EDBUS_CLUSTER_DATA")
+        if shared:
+            cluster = cls(Path(shared), own=False)
+            if cluster.script("status", check=False).returncode == 0:
+                return cluster
+        return cls(workdir, own=True)
+
+    def script(self, *args: str, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+        done = subprocess.run(["bash", str(CLUSTER_SH), *args], env=self.env, capture_output=True, text=True,
+                              timeout=timeout)
+        if check and done.returncode != 0:
+            raise RuntimeError(f"pulsar-cluster.sh {' '.join(args)} failed: {done.stdout[-2000:]}{done.stderr[-3000:]}")
+        return done
+
+    def start(self) -> None:
+        if self.own:
+            self.script("start")
+
+    def stop(self) -> None:
+        """Stop (and delete) a cluster of the run's own; a shared one is left serving, every node up."""
+        if self.own:
+            self.script("stop")
+            shutil.rmtree(self.data, ignore_errors=True)
+        else:
+            self.script("start")
+
+    def ports(self) -> dict[str, int]:
+        text = (self.data / "ports.env").read_text()
+        return {m[1].lower(): int(m[2]) for m in re.finditer(r"EDBUS_CLUSTER_(\w+)_PORT=(\d+)", text)}
+
+    def url(self, prefix: str, publish_timeout: float = 300) -> str:
+        """Both brokers as service and admin hosts: a client finds a topic through whichever answers."""
+        p = self.ports()
+        service = ",".join(f"127.0.0.1:{p[b]}" for b in BROKERS)
+        admin = ",".join(f"http://127.0.0.1:{p[b + '_admin']}" for b in BROKERS)
+        return f"pulsar://{service}?admin={admin}&prefix={prefix}&publish_timeout={publish_timeout:g}"
+
+    def pid(self, node: str) -> int | None:
+        try:
+            pid = int((self.data / node / "pid").read_text())
+            os.kill(pid, 0)
+            return pid
+        except (FileNotFoundError, ValueError, ProcessLookupError):
+            return None
+
+    def owner(self, topic: str, timeout: float = 60.0, *, not_on: str = "") -> str | None:
+        """The broker (broker1/broker2) that owns ``persistent://public/default/<topic>``, asked of each
+        live broker's lookup API until one answers with a broker other than ``not_on`` (None at the
+        deadline). A lookup of a topic whose broker is gone assigns it to a live one, as a client's does."""
+        p = self.ports()
+        by_port = {p[b]: b for b in BROKERS}
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for b in BROKERS:
+                if self.pid(b) is None:
+                    continue
+                try:
+                    r = httpx.get(f"http://127.0.0.1:{p[b + '_admin']}/lookup/v2/topic/persistent/public/default/"
+                                  f"{topic}", timeout=10)
+                    if r.status_code == 200:
+                        port = int(json.loads(r.text)["brokerUrl"].rsplit(":", 1)[1])
+                        if by_port.get(port) != not_on:
+                            return by_port.get(port)
+                except (httpx.HTTPError, ValueError, KeyError):
+                    pass  # this broker cannot answer now: ask the other, then again
+            time.sleep(0.5)  # polling the brokers' lookup until one answers
+        return None
+
+    def kill(self, node: str) -> int:
+        pid = self.pid(node)
+        if pid is None:
+            raise RuntimeError(f"{node} is not running in {self.data}")
+        os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.05)  # waiting for the kernel to reap it
+        return pid
+
+    def apply(self, fault: Fault, log: HistoryWriter, topic: str) -> None:
+        """Apply one cluster fault and bring the cluster back, both logged with their times."""
+        before = now()
+        if fault.kind == "kill_bookie":
+            node = BOOKIES[fault.target]
+            pid = self.kill(node)
+            log.write("fault", kind=fault.kind, target=fault.target, victim=pid, node=node, scheduled=fault.at,
+                      t=before)
+            time.sleep(fault.down_for)  # the bookie stays down this long
+            self.script("start", node)
+            log.write("restarted", kind=fault.kind, target=fault.target, node=node)
+        elif fault.kind == "kill_owner_broker":
+            owner = self.owner(topic)
+            if owner is None:
+                raise RuntimeError(f"no broker answers the lookup of {topic}")
+            node = owner
+            before = now()  # the fault's time: just before the kill, after the lookup
+            pid = self.kill(node)
+            log.write("fault", kind=fault.kind, target=BROKERS.index(node), victim=pid, node=node,
+                      scheduled=fault.at, t=before)
+            time.sleep(fault.down_for)  # the broker stays down this long; its topics move meanwhile
+            moved_to = self.owner(topic, timeout=90.0, not_on=node)  # once the dead broker's session expires
+            log.write("moved", kind=fault.kind, node=node, owner=moved_to, after=now() - before)
+            if moved_to is None:
+                raise RuntimeError(f"{topic} did not move off the killed {node} (owner now {moved_to})")
+            self.script("start", node)
+            log.write("restarted", kind=fault.kind, target=BROKERS.index(node), node=node)
+        elif fault.kind == "restart_bookies":
+            log.write("fault", kind=fault.kind, target=0, victim=0, scheduled=fault.at, t=before)
+            for node in BOOKIES:  # rolling: the next one only once this one serves again
+                self.script("restart", node)
+            log.write("restarted", kind=fault.kind, target=0)
+        elif fault.kind == "stop_metadata":
+            pid = self.pid("zk") or 0
+            self.script("stop", "zk")
+            log.write("fault", kind=fault.kind, target=0, victim=pid, scheduled=fault.at, t=before)
+            time.sleep(fault.down_for)  # the metadata store stays down this long
+            self.script("start", "zk")
+            log.write("restarted", kind=fault.kind, target=0)
+        else:
+            raise ValueError(f"not a cluster fault: {fault.kind}")
