@@ -30,6 +30,19 @@ open_backend(sys.argv[1]).append("t", [dataclasses.replace(rec(i), sequence=i) f
 os._exit(0)
 """
 
+# leases e1 (attempt printed) for 0.5 s and dies holding it, without closing anything
+_DIES_HOLDING_A_LEASE = """
+import os, sys, time
+from edbus.backends import open_backend
+backend = open_backend(sys.argv[1])
+deadline = time.monotonic() + 60
+got = []
+while not got and time.monotonic() < deadline:
+    got = backend.fetch("t", "s", "doomed", 10, 0.5)
+print(" ".join(f"{d.message.record.id}:{d.attempt}" for d in got), flush=True)
+os._exit(0)
+"""
+
 
 def ids(deliveries: list) -> list[str]:  # type: ignore[type-arg]
     return [d.message.record.id for d in deliveries]
@@ -204,6 +217,36 @@ class TestSubscriptions:
         backend.nack(d, 0, None)
         [d2] = backend.fetch("t", "s", "a", 10, 30)
         assert d2.attempt == 1 and d2.history == ()
+
+
+class TestAttemptsAcrossProcesses:
+    """``attempt`` counts deliveries on every consumer of the subscription, in any process: Pulsar's own
+    redelivery count stays 0 when a consumer dies (its backend keeps an attempt ledger instead)."""
+
+    @pytest.mark.parametrize("mode", list(Mode))
+    def test_a_lease_held_by_a_process_that_died_counts_as_an_abandoned_attempt(self, url: str, backend: Backend,
+                                                                                mode: Mode) -> None:
+        backend.subscribe("t", "s", mode, StartAt())
+        backend.append("t", [rec(1)])
+        done = subprocess.run([sys.executable, "-c", _DIES_HOLDING_A_LEASE, url], check=True, timeout=120,
+                              cwd=ROOT, capture_output=True, text=True)
+        assert done.stdout.split() == ["e1:1"]
+        [again] = eventually(lambda: backend.fetch("t", "s", "heir", 10, 30), timeout=30)
+        assert again.message.record.id == "e1" and again.attempt == 2
+        assert again.history == () and again.abandoned == 1
+
+    def test_a_retry_pending_when_its_consumer_closes_keeps_its_attempt_and_error_for_the_next(
+            self, url: str, backend: Backend) -> None:
+        backend.subscribe("t", "s", Mode.KEY_ORDERED, StartAt())
+        backend.append("t", [rec(1)])
+        first = open_backend(url)
+        try:
+            [d] = first.fetch("t", "s", "a", 10, 30)
+            first.nack(d, 0.0, error("first"))
+        finally:
+            first.close()
+        [again] = eventually(lambda: backend.fetch("t", "s", "b", 10, 30), timeout=30)
+        assert again.attempt == 2 and [h.message for h in again.history] == ["first"] and again.abandoned == 0
 
 
 class TestKeyOrder:
