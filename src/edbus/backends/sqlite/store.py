@@ -34,7 +34,7 @@ from edbus.backends.base import (
 )
 from edbus.backends.sqlite.connection import StoreConnection
 from edbus.backends.sqlite.inspection import StoreInspection
-from edbus.backends.sqlite.wakeup import WakeListener, WakeSender
+from edbus.backends.sqlite.wakeup import WakeListener, WakeSender, make_wake_folder
 from edbus.errors import ConfigError, NotFoundError, StoreUnavailableError, ValidationError
 from edbus.schema.registry import CheckedSchemaRegistry, SchemaRegistry
 
@@ -65,7 +65,7 @@ class SqliteBackend(Backend):
         self._registry = CheckedSchemaRegistry(self.inspection)
         self._wake_folder = Path(f"{path}-wake")
         try:
-            self._wake_folder.mkdir(exist_ok=True)
+            make_wake_folder(self._wake_folder)
         except OSError as exc:
             self.conn.close()
             raise StoreUnavailableError(f"cannot create {self._wake_folder}: {exc.strerror}") from None
