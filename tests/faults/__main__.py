@@ -1,9 +1,11 @@
-"""The long run: ``python -m tests.faults --backend sqlite|pulsar|all --scenario NAME|all --seed N --duration S``.
+"""The long run: ``python -m tests.faults --backend B --scenario NAME|all|cluster --seed N --duration S``.
 
 Prints one Markdown table row per run (pastes into docs/reliability.md) and each fault's recovery;
 exit code 1 when a run fails its checks. Pulsar scenarios that do not kill the broker use
 ``$EDBUS_TEST_PULSAR`` / ``$EDBUS_TEST_PULSAR_ADMIN`` (default 127.0.0.1:6650 / :8080); ``broker_kill``
-starts a broker of its own with ``scripts/pulsar.sh``.
+starts a broker of its own with ``scripts/pulsar.sh``. The ``cluster_*`` scenarios (``--scenario cluster``:
+all of them; ``all`` leaves them out) run on the cluster of ``$EDBUS_CLUSTER_DATA`` if it serves, else on one
+of their own (``scripts/pulsar-cluster.sh``, free ports, deleted afterwards).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from tests.faults.scenarios import SCENARIOS, run
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m tests.faults", description=__doc__)
     p.add_argument("--backend", choices=["sqlite", "pulsar", "all"], default="sqlite")
-    p.add_argument("--scenario", choices=[*SCENARIOS, "all"], default="all")
+    p.add_argument("--scenario", choices=[*SCENARIOS, "all", "cluster"], default="all")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--duration", type=float, default=120.0, help="seconds of the fault phase of each run")
     p.add_argument("--backlog", type=int, default=None, help="events of the backlog scenario (default 1,000,000)")
@@ -31,7 +33,8 @@ def main(argv: list[str] | None = None) -> int:
                    "against the broker's inactive-topic clean-up (shows the finding in docs/reliability.md)")
     args = p.parse_args(argv)
     backends = ["sqlite", "pulsar"] if args.backend == "all" else [args.backend]
-    names = list(SCENARIOS) if args.scenario == "all" else [args.scenario]
+    cluster = [n for n in SCENARIOS if n.startswith("cluster_")]
+    names = {"all": [n for n in SCENARIOS if n not in cluster], "cluster": cluster}.get(args.scenario, [args.scenario])
     root = args.workdir or Path(tempfile.mkdtemp(prefix="edbus-faults-"))
     rows, details, failed = [], [], False
     for backend in backends:

@@ -78,7 +78,7 @@ SCENARIOS = {s.name: s for s in (
     Scenario("cluster_metadata_stop", "cluster: ZooKeeper stopped for up to 20 s, then started again",
              ("stop_metadata",), backends=("pulsar",), mean_interval=20.0, down=(2.0, 20.0), settle=5.0),
     Scenario("cluster_mixed", "cluster: every cluster fault and producer/consumer kills, drawn at random",
-             (*CLUSTER_FAULTS, "kill_producer", "kill_consumer"), backends=("pulsar",), mean_interval=8.0,
+             (*CLUSTER_FAULTS, "kill_producer", "kill_consumer"), backends=("pulsar",), mean_interval=4.0,
              down=(0.0, 3.0), settle=3.0),
     Scenario("backlog", "a slow consumer with a 1,000,000-event backlog: bounded memory, catches up",
              (), producers=0, consumers=1, backlog=1_000_000, slow_for=10.0, slow_delay=0.002,
