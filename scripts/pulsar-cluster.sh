@@ -210,11 +210,10 @@ print_env() {
 # The CI target: a cluster of its own (fresh folder, free ports), the contract suite, the short fault
 # runs on the cluster, then the cluster stopped and deleted whatever happened.
 run_tests() {
-  local tmp
-  tmp=$(mktemp -d)
-  export EDBUS_CLUSTER_DATA=$tmp/cluster
+  test_tmp=$(mktemp -d)  # global: the EXIT trap runs after this function returned
+  export EDBUS_CLUSTER_DATA=$test_tmp/cluster
   data=$EDBUS_CLUSTER_DATA
-  trap 'stop_all >/dev/null 2>&1; rm -rf "$tmp"' EXIT
+  trap 'stop_all >/dev/null 2>&1; rm -rf "$test_tmp"' EXIT
   trap 'exit 130' INT TERM
   start_all
   eval "$(print_env)"
