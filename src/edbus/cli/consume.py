@@ -16,7 +16,11 @@ import click
 
 from edbus.backends.base import Mode
 from edbus.bus.bus import Bus
+from edbus.bus.metrics import Metrics, PrometheusMetrics, serve_metrics
+from edbus.bus.retries import Retries
+from edbus.bus.tracing import Tracing
 from edbus.cli.common import CliError, State, explain
+from edbus.cli.exporter import metrics_registry, store_collector
 from edbus.cli.output import console, dump_json, jsonable, print_event
 from edbus.errors import EdbusError
 from edbus.events.types import Event
@@ -110,10 +114,14 @@ def _logging(level: str) -> Iterator[logging.Logger]:
 @click.option("--name", help="This consumer's name (default: host-pid-n).")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info",
               show_default=True, help="Level of the consumer's log lines on stderr.")
+@click.option("--metrics-port", type=click.IntRange(0, 65535), metavar="PORT",
+              help="Serve Prometheus metrics at http://0.0.0.0:PORT/metrics (needs edbus[metrics]): this "
+                   "consumer's counters and histograms, and its subscription's backlog and lag.")
 @click.pass_context
 def consume(ctx: click.Context, topic: str, subscription: str, handler_spec: str | None, print_events: bool,
             as_json: bool, mode: str, start: str, concurrency: int, max_attempts: int | None,
-            max_events: int | None, idle_exit: float | None, name: str | None, log_level: str) -> None:
+            max_events: int | None, idle_exit: float | None, name: str | None, log_level: str,
+            metrics_port: int | None) -> None:
     """Consume TOPIC as SUBSCRIPTION until Ctrl-C or SIGTERM (then finish what is in flight and exit 0).
 
     --handler names a setup function, called with the Consumer; it registers a handler per event type.
@@ -140,7 +148,13 @@ def consume(ctx: click.Context, topic: str, subscription: str, handler_spec: str
         raise click.UsageError("--json goes with --print")
     setup = load_setup(handler_spec) if handler_spec else None
     state = ctx.find_object(State) or State()
-    bus = ctx.with_resource(Bus.from_url(state.url, create=False))
+    registry = None
+    if metrics_port is not None:
+        registry = metrics_registry()
+        bus = ctx.with_resource(Bus.from_url(state.url, create=False, middleware=[
+            Tracing(), Metrics(), Retries(), PrometheusMetrics(registry)]))
+    else:
+        bus = ctx.with_resource(Bus.from_url(state.url, create=False))
     consumer = bus.consumer(topic, subscription, mode=mode, start=start, concurrency=concurrency,
                             max_attempts=max_attempts, name=name)
     if print_events:
@@ -161,6 +175,11 @@ def consume(ctx: click.Context, topic: str, subscription: str, handler_spec: str
                            "(call consumer.add(EVENT_TYPE, function) or consumer.add_fallback(function) in it)")
     handled = ", ".join(sorted(consumer.handlers)) or ("every event (fallback)" if consumer.fallback is not None
                                                        else "every event (--print)")
+    if registry is not None and metrics_port is not None:
+        # the gauges read the store through a bus of their own: the consumer's is its run loop's alone
+        stats_bus = ctx.with_resource(Bus.from_url(state.url, create=False))
+        registry.register(store_collector(stats_bus, [consumer.topic]))
+        ctx.call_on_close(serve_metrics(metrics_port, registry))
     with _logging(log_level) as log:
         log.info("consuming %s as %s (%s, %s): %s", consumer.topic, subscription, consumer.mode.value,
                  consumer.name, handled)
