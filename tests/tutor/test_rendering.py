@@ -182,3 +182,8 @@ def test_a_bad_value_stops_config_save_with_one_line_naming_it(new_root: Callabl
     errors = [line for line in done.stderr.splitlines() if line.startswith("Error:")]
     assert len(errors) == 1 and errors[0].startswith("Error: edbus plugin: ") and message in errors[0], done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_launch_builds_the_openedx_image_that_holds_edbus(embedded: TutorRoot) -> None:
+    build = embedded.hooks()["build_required"]
+    assert build["local"] == ["openedx"] and "openedx" not in build["dev"]

@@ -43,6 +43,13 @@ Filters.ENV_TEMPLATE_VARIABLES.add_items([("edbus_consumers", config.consumers),
                                                 ("edbus_store_dir", config.store_dir)])
 
 
+@Filters.IMAGES_BUILD_REQUIRED.add()
+def _build_openedx(images: list[str], context: str) -> list[str]:
+    """``tutor local launch`` builds the openedx image: the stock one has no edbus (the Dockerfile patch).
+    (``tutor dev launch`` builds openedx-dev, from the same Dockerfile, by itself.)"""
+    return [*images, "openedx"] if context == "local" and "openedx" not in images else images
+
+
 @Actions.CONFIG_LOADED.add()
 def _check_config(loaded: dict[str, Any]) -> None:
     """A bad value stops ``tutor config save`` (and every later command) with one line naming it."""

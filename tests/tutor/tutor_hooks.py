@@ -1,5 +1,6 @@
-"""Run by the tutor virtualenv's python: print, as JSON, the (service, script) init tasks of the edbus
-plugin for the TUTOR_ROOT given, rendered as ``tutor local do init`` renders them (tutor.tasks)."""
+"""Run by the tutor virtualenv's python: print, as JSON, what the edbus plugin adds to tutor's hooks for
+the TUTOR_ROOT given: its init tasks, rendered as ``tutor local do init`` renders them (tutor.tasks),
+and the images ``tutor local launch`` / ``tutor dev launch`` build first."""
 
 import json
 import sys
@@ -14,4 +15,5 @@ hooks.Actions.PROJECT_ROOT_READY.do(root)  # loads the plugins enabled in config
 config = tutor_config.load_full(root)
 tasks = [(service, tutor_env.render_str(config, task).strip())
          for service, task in hooks.Filters.CLI_DO_INIT_TASKS.iterate() if "tutor-contrib-edbus" in task]
-json.dump(tasks, sys.stdout)
+build = {context: hooks.Filters.IMAGES_BUILD_REQUIRED.apply([], context) for context in ("local", "dev")}
+json.dump({"init_tasks": tasks, "build_required": build}, sys.stdout)
