@@ -37,7 +37,7 @@ from typing import Any
 from edbus.backends.base import ErrorInfo
 from edbus.backends.pulsar.admin import Admin
 from edbus.backends.pulsar.connection import pulsar_errors
-from edbus.errors import NotFoundError, StoreError
+from edbus.errors import AccessError, NotFoundError, StoreError
 
 __all__ = ["AttemptLedger", "Attempts", "attempts_topic", "delete_ledger"]
 
@@ -142,20 +142,20 @@ class AttemptLedger:
         and made compacted the first time; ``full`` maps an admin name to the client's."""
         name = attempts_topic(topic, subscription)
         admin.create_topic(name)
-        if "__compaction" not in (admin.internal_stats(name).get("cursors") or {}):
-            # the compaction threshold (a topic policy) bounds the ledger; a first compaction now creates the
-            # compactor's cursor, which keeps what is not compacted yet from being trimmed
-            try:
+        try:
+            if "__compaction" not in (admin.internal_stats(name).get("cursors") or {}):
+                # the compaction threshold (a topic policy) bounds the ledger; a first compaction now creates
+                # the compactor's cursor, which keeps what is not compacted yet from being trimmed
                 admin.call("POST", admin.topic_path(name) + "/compactionThreshold", COMPACTION_THRESHOLD)
                 admin.call("PUT", admin.topic_path(name) + "/compaction")
-            except StoreError as exc:  # e.g. topic policies off: the ledger works, but grows until compacted
-                log.warning("edbus: attempt ledger %s: could not set its compaction (%s); set a compaction "
-                            "threshold on it or its namespace (docs/poison.md)", name, exc)
+        except (StoreError, AccessError) as exc:  # topic policies off, or a role that may not: works, grows
+            log.warning("edbus: attempt ledger %s: could not set its compaction (%s); set a compaction "
+                        "threshold on it or its namespace (docs/poison.md)", name, exc)
         ledger = cls(client, admin, name, full(name), (topic, retry), subscription, holder, role)
         try:
             with ledger.lock:
                 ledger._catch_up()
-                ledger._sweep()
+                ledger._try_sweep()
         except BaseException:
             ledger._close_client_objects()
             raise
@@ -214,10 +214,7 @@ class AttemptLedger:
                 if best is not None:
                     found[position] = best
             if self._records and time.monotonic() - self._swept > _SWEEP_EVERY:
-                try:
-                    self._sweep()
-                except StoreError as exc:
-                    log.warning("edbus: sweep of attempt ledger %s failed (next time): %s", self.name, exc)
+                self._try_sweep()
             return found
 
     # -- writing -----------------------------------------------------------------------------
@@ -326,6 +323,13 @@ class AttemptLedger:
                 cursors = {}
             out.append(_Cursor(cursors.get(self.subscription)))
         return out[0], out[1]
+
+    def _try_sweep(self) -> None:
+        """A sweep that fails is logged and tried again ``_SWEEP_EVERY`` later: it is housekeeping."""
+        try:
+            self._sweep()
+        except (StoreError, AccessError) as exc:
+            log.warning("edbus: sweep of attempt ledger %s failed (next in %.0f s): %s", self.name, _SWEEP_EVERY, exc)
 
     def _sweep(self) -> None:
         """Delete others' records whose messages the subscription has all acked (their holders are gone:
