@@ -244,13 +244,15 @@ def retention(ctx: click.Context, older_than: float) -> None:
 def _register() -> None:
     from edbus.apps.xapi.cli import xapi_feed
     from edbus.cli.consume import consume
+    from edbus.cli.dashboard import dashboard
     from edbus.cli.demo import demo
     from edbus.cli.dlq import dlq
+    from edbus.cli.exporter import exporter
     from edbus.cli.outbox import outbox
     from edbus.cli.schema import schema
     from edbus.cli.tail import tail
 
-    for command in (tail, consume, dlq, schema, demo, outbox, xapi_feed):
+    for command in (tail, consume, dlq, schema, demo, outbox, xapi_feed, exporter, dashboard):
         cli.add_command(command)
 
 
