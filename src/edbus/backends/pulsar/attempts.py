@@ -365,6 +365,7 @@ class AttemptLedger:
             if self.closed:
                 return
             self.closed = True
+            written = False
             try:
                 for position in list(self._where):
                     state = states.get(position)
@@ -375,14 +376,16 @@ class AttemptLedger:
                         self._dirty.add(self._where[position])
                 if self._dirty:
                     self._write_dirty()
-            except StoreError as exc:
+                written = True
+            except (StoreError, AccessError) as exc:
                 log.warning("edbus: closing attempt ledger %s: %s (its leases count as abandoned)", self.name, exc)
             finally:
-                self._close_client_objects()
+                self._close_client_objects(flush=written)  # the broker did not answer: no second wait
 
-    def _close_client_objects(self) -> None:
-        with contextlib.suppress(BaseException):
-            self._producer.flush()  # the deletions sent without waiting reach the broker before the close
+    def _close_client_objects(self, flush: bool = True) -> None:
+        if flush:
+            with contextlib.suppress(BaseException):
+                self._producer.flush()  # the deletions sent without waiting reach the broker before the close
         for thing in (self._reader, self._producer):
             try:
                 thing.close()
