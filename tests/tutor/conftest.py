@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -23,12 +24,31 @@ def tutor_bin() -> Path:
 
 
 @pytest.fixture(scope="session")
-def new_root(tutor_bin: Path, tmp_path_factory: pytest.TempPathFactory) -> Callable[..., TutorRoot]:
+def seed_root(tutor_bin: Path, tmp_path_factory: pytest.TempPathFactory) -> TutorRoot:
+    """A TUTOR_ROOT where ``tutor plugins enable edbus`` ran: its config.yml starts every other root."""
+    root = TutorRoot(tutor_bin, tmp_path_factory.mktemp("tutor-seed"))
+    root.check("plugins", "enable", "edbus")
+    return root
+
+
+@pytest.fixture(scope="session")
+def blank_root(seed_root: TutorRoot, tmp_path_factory: pytest.TempPathFactory) -> Callable[[], TutorRoot]:
+    """A new TUTOR_ROOT holding only the seed's config.yml (the plugin enabled, no env rendered yet)."""
+
+    def make() -> TutorRoot:
+        root = TutorRoot(seed_root.bin, tmp_path_factory.mktemp("tutor-root"))
+        shutil.copy(seed_root.root / "config.yml", root.root / "config.yml")
+        return root
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def new_root(blank_root: Callable[[], TutorRoot]) -> Callable[..., TutorRoot]:
     """A new TUTOR_ROOT with the plugin enabled and ``tutor config save --set`` of the values given."""
 
     def make(**values: Any) -> TutorRoot:
-        root = TutorRoot(tutor_bin, tmp_path_factory.mktemp("tutor-root"))
-        root.check("plugins", "enable", "edbus")
+        root = blank_root()
         root.save(**values)
         return root
 

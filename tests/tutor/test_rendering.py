@@ -173,9 +173,9 @@ BAD_VALUES = [
 
 
 @pytest.mark.parametrize(("values", "message"), BAD_VALUES, ids=[m[:40] for _, m in BAD_VALUES])
-def test_a_bad_value_stops_config_save_with_one_line_naming_it(new_root: Callable[..., TutorRoot],
+def test_a_bad_value_stops_config_save_with_one_line_naming_it(blank_root: Callable[[], TutorRoot],
                                                                values: dict[str, Any], message: str) -> None:
-    root = new_root()
+    root = blank_root()
     sets = [arg for key, value in values.items() for arg in ("--set", f"{key}={json.dumps(value)}")]
     done = root.run("config", "save", *sets)
     assert done.returncode == 1, done.stderr
