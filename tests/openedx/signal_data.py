@@ -73,7 +73,10 @@ def value_for(kind: Any, name: str, n: int) -> Any:
     if origin is list:
         (item,) = get_args(kind)
         return [value_for(item, name, n), value_for(item, name, n + 1)]
-    if origin is dict:
+    if origin is dict and get_args(kind):  # openedx-events 11 types values: dict[str, bool], dict[str, list[str]]
+        value = get_args(kind)[1]
+        return {"first": value_for(value, name, n), "second": value_for(value, name, n + 1)}
+    if kind is dict or origin is dict:
         return {"first": _string(name, n), "second": _string(name, n + 1)}
     raise TypeError(f"no realistic value for {kind!r} ({name})")
 
