@@ -52,7 +52,7 @@ def test_django_starts_on_the_rendered_settings_with_edbus_start_up_check_passin
     code, out, err = start_django(folder, service)
     assert code == 0, err
     assert out.split() == ["edbus.openedx.create_producer", "edbus.openedx.EdbusConsumer",
-                                   f"sqlite:///{tmp_path}/store/edbus.db"]
+                           f"sqlite:///{tmp_path}/store/edbus.db"]
     # the check opened the store (and closed it again)
     assert (tmp_path / "store" / "edbus.db").exists()
 
