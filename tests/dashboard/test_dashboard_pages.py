@@ -10,7 +10,8 @@ from pathlib import Path
 from playwright.sync_api import Page
 
 from edbus import Bus
-from tests.dashboard.conftest import SUB, TOPIC, Filled, Server, login, screenshot
+from tests.conftest import backend_url, eventually
+from tests.dashboard.conftest import SUB, TOPIC, Filled, Server, fill, login, screenshot
 from tests.events import CATALOG_CHANGED
 
 
@@ -180,3 +181,26 @@ def test_bad_input_in_forms_and_urls_gives_an_error_page_and_changes_nothing(
         assert page.locator("#error").count() == 1 and "Traceback" not in page.content(), path
     assert stats(store.url) == (5, 2)
     assert "Traceback" not in server.log.read_text()
+
+
+def test_on_pulsar_the_overview_shows_the_figures_and_a_redrive_moves_the_dead_letters_back(
+        page: Page, serve: Callable[..., Server], tmp_path: Path) -> None:
+    url = backend_url("pulsar", tmp_path)
+    store = fill(url)
+    server = serve(url)
+    row = f"tr[data-subscription='{TOPIC}/{SUB}']"
+
+    def shown() -> bool:  # the broker's stats follow acks and dead-lettering shortly after
+        page.goto(server.base + "/")
+        return cell(page, f"{row} .backlog") == "5" and cell(page, f"{row} .dead") == "2"
+
+    eventually(shown, timeout=30, interval=0.5)
+    assert cell(page, f"tr[data-topic='{TOPIC}'] .events") == "15"
+    login(page, server.base)
+    page.goto(f"{server.base}/subscriptions/{TOPIC}/{SUB}")
+    assert sorted(page.locator("#dead-letters tr[data-id]").evaluate_all(
+        "rows => rows.map(r => r.dataset.id)")) == sorted(store.dead_ids)
+    page.click("#redrive-all")
+    page.click("#confirm")
+    assert cell(page, "#result") == "redrove 2 dead letter(s)"
+    eventually(lambda: stats(url) == (7, 0), timeout=30, interval=0.5)
