@@ -12,7 +12,7 @@ from playwright.sync_api import Page
 from edbus import Bus
 from tests.conftest import backend_url, eventually
 from tests.dashboard.conftest import SUB, TOPIC, Filled, Server, fill, login, screenshot
-from tests.events import CATALOG_CHANGED
+from tests.events import CATALOG_CHANGED, course
 
 
 def stats(url: str) -> tuple[int, int]:
@@ -204,3 +204,18 @@ def test_on_pulsar_the_overview_shows_the_figures_and_a_redrive_moves_the_dead_l
     page.click("#confirm")
     assert cell(page, "#result") == "redrove 2 dead letter(s)"
     eventually(lambda: stats(url) == (7, 0), timeout=30, interval=0.5)
+
+
+def test_the_overview_refreshes_its_figures_in_place_as_the_store_changes(
+        page: Page, store: Filled, serve: Callable[..., Server]) -> None:
+    server = serve(store.url, admin=False)
+    page.goto(server.base + "/")
+    assert cell(page, f"tr[data-topic='{TOPIC}'] .events") == "15"
+    page.evaluate("window.notReloaded = true")
+    with Bus.from_url(store.url, create=False) as bus:
+        bus.publish_many(TOPIC, [(CATALOG_CHANGED, course(i)) for i in range(20, 23)])
+    # htmx polls every 5 s and swaps the figures: the same page (no reload) shows the new counts
+    page.wait_for_function(
+        f"document.querySelector(\"tr[data-topic='{TOPIC}'] .events\").innerText.trim() === '18'", timeout=20_000)
+    assert cell(page, f"tr[data-subscription='{TOPIC}/{SUB}'] .backlog") == "8"
+    assert page.evaluate("window.notReloaded") is True

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from edbus.bus.bus import Bus
 from edbus.cli.common import CliError, State
 
 __all__ = ["dashboard"]
@@ -49,7 +50,8 @@ def dashboard(ctx: click.Context, port: int, address: str, admin_token_file: Pat
     state = ctx.find_object(State) or State()
     token = _read_token(admin_token_file) if admin_token_file is not None else None
     settings = DashboardSettings(url=state.url, admin_token=token, sample_every=sample_every)
-    app = create_app(settings)
+    bus = Bus.from_url(state.url, create=False)  # a missing store: one error line here, not in the server
+    app = create_app(settings, bus)
     logger = logging.getLogger("edbus")
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
