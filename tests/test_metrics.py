@@ -193,3 +193,23 @@ def test_exporter_on_a_missing_store_is_one_error_line(tmp_path: Path) -> None:
                           capture_output=True, text=True, timeout=30)
     assert done.returncode == 1
     assert done.stderr.startswith("error:") and "Traceback" not in done.stderr
+
+
+def test_every_metric_named_by_the_docs_alert_rules_and_grafana_dashboard_is_exported(tmp_path: Path) -> None:
+    import json
+    import re
+
+    root = Path(__file__).resolve().parent.parent
+    registry = CollectorRegistry()
+    PrometheusMetrics(registry)
+    with Bus.from_url(f"sqlite:///{tmp_path}/edbus.db") as bus:
+        bus.publish("t", CATALOG_CHANGED, course(1))
+        exported = {m.name for m in registry.collect()} | {m.name for m in store_registry(bus).collect()}
+    names = {s.name for m in registry.collect() for s in m.samples} | exported
+    for m in registry.collect():  # histogram series: _bucket, _count, _sum
+        names |= {f"{m.name}{suffix}" for suffix in ("_bucket", "_count", "_sum", "_total")}
+    grafana = json.loads((root / "docs/grafana/edbus.json").read_text())
+    exprs = [t["expr"] for p in grafana["panels"] for t in p["targets"]]
+    text = (root / "docs/metrics.md").read_text() + "\n".join(exprs)
+    named = set(re.findall(r"\bedbus_[a-z_]+", text))
+    assert named and named <= names, named - names
