@@ -11,7 +11,8 @@ Definitions (also in docs/reliability.md):
   subscription's dead-letter topic (no handler fails in the harness, so any is a fault's doing).
 - **duplicates**: deliveries beyond the first of an id (total, and the worst for one id);
   **duplicates without a fault**: redeliveries with no fault between the id's first publish attempt
-  and the redelivery; **stored twice**: ids found more than once in the topic.
+  and the redelivery (a fault lasts from its kill to the end of its restart); **stored twice**: ids
+  found more than once in the topic.
 - **out-of-order** (per key): the first delivery of ``(key, seq)`` happens after the first delivery of
   some ``(key, seq')`` with ``seq' > seq``. Redeliveries of an id already delivered are duplicates, not
   order violations: after a kill, ``5, 6, 5, 6, 7`` is in order, ``5, 7, 6`` is not. Keys belong to one
@@ -147,7 +148,7 @@ def check(history: Path, *, stored: Mapping[str, int] | None = None,
         first_delivery.setdefault(r["id"], r["t"])
     dead = set(dead_lettered)
     fault_records = [r for r in runner if r["k"] == "fault"]
-    fault_times = sorted(r["t"] for r in fault_records)
+    fault_spans = _fault_spans(runner)
 
     return Figures(
         attempted=len(first_attempt), acked=len(ack_time), unknown=len(unknown),
@@ -156,7 +157,7 @@ def check(history: Path, *, stored: Mapping[str, int] | None = None,
         unexpected=len(set(counts) - set(first_attempt)), dead_lettered=len(dead),
         duplicates=sum(c - 1 for c in counts.values()),
         worst_duplicates=max((c - 1 for c in counts.values()), default=0),
-        duplicates_without_fault=_unexplained_duplicates(deliveries, first_attempt, fault_times),
+        duplicates_without_fault=_unexplained_duplicates(deliveries, first_attempt, fault_spans),
         stored_twice=None if stored is None else sum(c > 1 for c in stored.values()),
         **_order(deliveries),
         faults=tuple(_recoveries(fault_records, deliveries, first_delivery, ack_time, acks_by_log, origin)),
@@ -165,14 +166,32 @@ def check(history: Path, *, stored: Mapping[str, int] | None = None,
     )
 
 
+def _fault_spans(runner: Sequence[dict[str, Any]]) -> list[tuple[float, float]]:
+    """Each fault from its kill to the end of its restart (the runner applies one fault at a time): a
+    broker down for 30 s or a rolling restart of the bookies is one fault for all that time."""
+    spans: list[tuple[float, float]] = []
+    begin: float | None = None
+    for r in runner:
+        if r["k"] == "fault":
+            if begin is not None:
+                spans.append((begin, begin))
+            begin = r["t"]
+        elif r["k"] == "restarted" and begin is not None:
+            spans.append((begin, r["t"]))
+            begin = None
+    if begin is not None:
+        spans.append((begin, begin))
+    return spans
+
+
 def _unexplained_duplicates(deliveries: Sequence[dict[str, Any]], first_attempt: Mapping[str, float],
-                            fault_times: Sequence[float]) -> int:
+                            fault_spans: Sequence[tuple[float, float]]) -> int:
     seen: set[str] = set()
     unexplained = 0
     for r in deliveries:
         if r["id"] in seen:
             start = first_attempt.get(r["id"], r["t"])
-            if not any(start <= t <= r["t"] for t in fault_times):
+            if not any(begin <= r["t"] and end >= start for begin, end in fault_spans):
                 unexplained += 1
         seen.add(r["id"])
     return unexplained
