@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
 import time
@@ -57,10 +56,10 @@ class PulsarCluster:
             self.script("start")
 
     def stop(self) -> None:
-        """Stop (and delete) a cluster of the run's own; a shared one is left serving, every node up."""
+        """Stop a cluster of the run's own (its folder, with every node's log, goes with the run's workdir:
+        kept when the run fails); a shared one is left serving, every node up."""
         if self.own:
             self.script("stop")
-            shutil.rmtree(self.data, ignore_errors=True)
         else:
             self.script("start")
 
