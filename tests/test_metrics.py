@@ -213,3 +213,35 @@ def test_every_metric_named_by_the_docs_alert_rules_and_grafana_dashboard_is_exp
     text = (root / "docs/metrics.md").read_text() + "\n".join(exprs)
     named = set(re.findall(r"\bedbus_[a-z_]+", text))
     assert named and named <= names, named - names
+
+
+def test_serve_bus_metrics_adds_the_middleware_to_a_bus_and_serves_counters_and_gauges(tmp_path: Path) -> None:
+    from edbus.bus.metrics import serve_bus_metrics
+
+    url = f"sqlite:///{tmp_path}/edbus.db"
+    port = free_port()
+    with Bus.from_url(url) as bus, Bus.from_url(url) as stats_bus:
+        stop = serve_bus_metrics(bus, port, stats_bus=stats_bus, topics=["t"], address="127.0.0.1")
+        try:
+            bus.publish_many("t", [(CATALOG_CHANGED, course(i)) for i in range(3)])
+            consumer = bus.consumer("t", "s", max_attempts=3)  # its own retry policy keeps the exporter
+            consumer.add(CATALOG_CHANGED, lambda e: None)
+            consumer.run(max_events=3, install_signals=False)
+            got = _scrape(port)
+        finally:
+            stop()
+    ts = (("subscription", "s"), ("topic", "t"))
+    assert got[("edbus_published_events_total", (("topic", "t"),))] == 3
+    assert got[("edbus_consumed_events_total", ts)] == 3
+    assert got[("edbus_topic_events", (("topic", "t"),))] == 3
+
+
+def test_consume_metrics_port_already_in_use_is_one_error_line(store: str) -> None:
+    with socket.socket() as taken:
+        taken.bind(("0.0.0.0", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run([*EDBUS, "--url", store, "consume", "t", "s", "--print", "--idle-exit", "0",
+                               "--metrics-port", str(port)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1
+    assert done.stderr.startswith("error: --metrics-port: cannot serve metrics") and "Traceback" not in done.stderr

@@ -21,9 +21,10 @@ if TYPE_CHECKING:
     from prometheus_client.registry import CollectorRegistry
 
     from edbus.backends.base import SubscriptionStats, TopicStats
+    from edbus.bus.bus import Bus
     from edbus.events.types import Event
 
-__all__ = ["Metrics", "PrometheusMetrics", "StoreCollector", "percentile", "serve_metrics"]
+__all__ = ["Metrics", "PrometheusMetrics", "StoreCollector", "percentile", "serve_bus_metrics", "serve_metrics"]
 
 log = logging.getLogger("edbus.metrics")
 
@@ -240,3 +241,24 @@ def serve_metrics(port: int, registry: CollectorRegistry, *, address: str = "0.0
         thread.join(5)
 
     return stop
+
+
+def serve_bus_metrics(bus: Bus, port: int, *, stats_bus: Bus | None = None, topics: Sequence[str] | None = None,
+                      address: str = "0.0.0.0") -> Callable[[], None]:
+    """Export ``bus``'s Prometheus metrics at ``http://address:port/metrics``; returns a stop function.
+
+    Adds a ``PrometheusMetrics`` to ``bus``'s middleware (call it before ``bus.consumer()``: a consumer takes
+    the middleware it has when it is made). ``stats_bus``: a Bus of its own on the same store, read at each
+    scrape for the store gauges of ``topics`` (stored names; None: every topic); without it, only the
+    counters and histograms are exported."""
+    prom = _prometheus()
+    registry = prom.CollectorRegistry()
+    bus.middleware.middleware.append(PrometheusMetrics(registry))
+    if stats_bus is not None:
+        own = stats_bus
+
+        def stats() -> tuple[list[TopicStats], list[SubscriptionStats]]:
+            return own.backend.topics(), own.backend.subscriptions(None)
+
+        registry.register(StoreCollector(stats, topics))
+    return serve_metrics(port, registry, address=address)

@@ -16,13 +16,10 @@ import click
 
 from edbus.backends.base import Mode
 from edbus.bus.bus import Bus
-from edbus.bus.metrics import Metrics, PrometheusMetrics, serve_metrics
-from edbus.bus.retries import Retries
-from edbus.bus.tracing import Tracing
+from edbus.bus.metrics import serve_bus_metrics
 from edbus.cli.common import CliError, State, explain
-from edbus.cli.exporter import metrics_registry, store_collector
 from edbus.cli.output import console, dump_json, jsonable, print_event
-from edbus.errors import EdbusError
+from edbus.errors import ConfigError, EdbusError
 from edbus.events.types import Event
 
 __all__ = ["EventPrinter", "consume", "load_setup"]
@@ -148,13 +145,16 @@ def consume(ctx: click.Context, topic: str, subscription: str, handler_spec: str
         raise click.UsageError("--json goes with --print")
     setup = load_setup(handler_spec) if handler_spec else None
     state = ctx.find_object(State) or State()
-    registry = None
+    bus = ctx.with_resource(Bus.from_url(state.url, create=False))
     if metrics_port is not None:
-        registry = metrics_registry()
-        bus = ctx.with_resource(Bus.from_url(state.url, create=False, middleware=[
-            Tracing(), Metrics(), Retries(), PrometheusMetrics(registry)]))
-    else:
-        bus = ctx.with_resource(Bus.from_url(state.url, create=False))
+        # the gauges read the store through a bus of their own: the consumer's is its run loop's alone
+        stats_bus = ctx.with_resource(Bus.from_url(state.url, create=False))
+        stored = bus.topic(topic)
+        try:
+            stop = serve_bus_metrics(bus, metrics_port, stats_bus=stats_bus, topics=[stored])
+        except ConfigError as exc:
+            raise CliError(f"--metrics-port: {exc}") from None
+        ctx.call_on_close(stop)
     consumer = bus.consumer(topic, subscription, mode=mode, start=start, concurrency=concurrency,
                             max_attempts=max_attempts, name=name)
     if print_events:
@@ -175,11 +175,6 @@ def consume(ctx: click.Context, topic: str, subscription: str, handler_spec: str
                            "(call consumer.add(EVENT_TYPE, function) or consumer.add_fallback(function) in it)")
     handled = ", ".join(sorted(consumer.handlers)) or ("every event (fallback)" if consumer.fallback is not None
                                                        else "every event (--print)")
-    if registry is not None and metrics_port is not None:
-        # the gauges read the store through a bus of their own: the consumer's is its run loop's alone
-        stats_bus = ctx.with_resource(Bus.from_url(state.url, create=False))
-        registry.register(store_collector(stats_bus, [consumer.topic]))
-        ctx.call_on_close(serve_metrics(metrics_port, registry))
     with _logging(log_level) as log:
         log.info("consuming %s as %s (%s, %s): %s", consumer.topic, subscription, consumer.mode.value,
                  consumer.name, handled)
