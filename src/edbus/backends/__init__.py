@@ -33,7 +33,8 @@ def default_url() -> str:
 def open_backend(url: str | None = None, *, create: bool = True) -> Backend:
     """``sqlite:///path`` (absolute: ``sqlite:////abs/path``, or relative ``sqlite:///rel.db``; option
     ``?synchronous=full|normal``, docs/operations.md), or
-    ``pulsar://host:6650?admin=http://host:8080&tenant=public&namespace=default&prefix=&producer=``
+    ``pulsar://host:6650?admin=http://host:8080&tenant=public&namespace=default&prefix=&producer=``, or
+    ``pulsar+ssl://h1:6651,h2:6651?admin=https://h1:8443,https://h2:8443&tls_ca=ca.pem&token_file=token``
     (docs/pulsar.md)."""
     url = url or default_url()
     parts = urlsplit(url)
@@ -41,12 +42,12 @@ def open_backend(url: str | None = None, *, create: bool = True) -> Backend:
         from edbus.backends.sqlite import SqliteBackend
 
         return SqliteBackend.from_url(url, create=create)
-    if parts.scheme == "pulsar":
+    if parts.scheme in ("pulsar", "pulsar+ssl"):
         try:
             import pulsar  # noqa: F401
         except ImportError as exc:
-            raise ConfigError(f"pulsar:// needs the Pulsar client: pip install 'edbus[pulsar]' ({exc})") from None
+            raise ConfigError(f"{parts.scheme}:// needs the Pulsar client: pip install 'edbus[pulsar]' ({exc})") from None
         from edbus.backends.pulsar import PulsarBackend
 
         return PulsarBackend(url)
-    raise ConfigError(f"bad URL {url!r}: the scheme must be sqlite:// or pulsar://")
+    raise ConfigError(f"bad URL {url!r}: the scheme must be sqlite://, pulsar:// or pulsar+ssl://")

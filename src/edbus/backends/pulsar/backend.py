@@ -264,7 +264,8 @@ class PulsarBackend(Backend):
                 return None
         state = SubState(topic, subscription, mode, consumer, consumer_name)
         state.attach(lambda: AttemptLedger.open(client, self.admin, self.config.full, name,
-                                                retry_topic(name, subscription), subscription, consumer_name))
+                                                retry_topic(name, subscription), subscription, consumer_name,
+                                                self.holder.role if self.config.security.has_token else None))
         state.trusted_until = now + _RECHECK
         # a new consumer's first dispatch can take a while:
         # when the subscription has a backlog, the first fetch waits for it longer
