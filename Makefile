@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit bench clean
+.PHONY: demo test lint typecheck unit test-secured test-cluster test-openedx-matrix bench bench-wakeup clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,22 +26,39 @@ demo: $(STAMP)
 	else echo "make demo: Ralph did not start (above): the demo runs without the xAPI feed" >&2; $(BIN)/edbus demo; fi
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff check src tests bench integrations
 
+# The package, then the Tutor plugin against the Tutor it is tested with (its own venv, built once).
 typecheck: $(STAMP)
 	$(BIN)/mypy
+	$(BIN)/python -c "from tests.tutor.tutor_venv import install; install()"
+	$(BIN)/mypy --strict --python-executable $$HOME/.cache/edbus/tutor-venv-22.0.3/bin/python integrations/tutor/tutoredbus
 
+# The whole pytest suite with PostgreSQL, MariaDB and a Pulsar standalone (scripts/with-services.sh),
+# and Debian's chromium for the dashboard's browser tests.
 unit: $(STAMP)
-	@pulsar_data=$$(mktemp -d); export EDBUS_PULSAR_DATA=$$pulsar_data/pulsar; \
-	export EDBUS_PULSAR_PORT=$$(bash scripts/pulsar.sh free-port) EDBUS_PULSAR_ADMIN_PORT=$$(bash scripts/pulsar.sh free-port); \
-	export EDBUS_TEST_PULSAR=pulsar://127.0.0.1:$$EDBUS_PULSAR_PORT EDBUS_TEST_PULSAR_ADMIN=http://127.0.0.1:$$EDBUS_PULSAR_ADMIN_PORT; \
-	trap 'bash scripts/databases.sh stop; bash scripts/pulsar.sh stop; rm -rf "$$pulsar_data"' EXIT; \
-	bash scripts/databases.sh start && { bash scripts/pulsar.sh start || [ "$$CI" != true ]; } && $(BIN)/pytest -q
+	bash scripts/browser.sh
+	bash scripts/with-services.sh $(BIN)/pytest -q
+
+# The contract suite on a Pulsar standalone with TLS, token authentication and authorization.
+test-secured: $(STAMP)
+	$(BIN)/python -m tests.test_pulsar_security contract
+
+# A Pulsar cluster on loopback (ZooKeeper, 3 bookies, 2 brokers): the contract suite and a short fault run.
+test-cluster: $(STAMP)
+	bash scripts/pulsar-cluster.sh test
+
+# tests/openedx against openedx-events 10.x/Django 4.2 and 11.x/Django 5.2, each in its own venv.
+test-openedx-matrix: $(STAMP)
+	bash scripts/with-services.sh bash scripts/openedx-matrix.sh
 
 test: lint typecheck unit
 
 bench: $(STAMP)
 	$(BIN)/python bench/embedded.py
+
+bench-wakeup: $(STAMP)
+	$(BIN)/python bench/wakeup.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -46,7 +46,8 @@ def open_backend(url: str | None = None, *, create: bool = True) -> Backend:
         try:
             import pulsar  # noqa: F401
         except ImportError as exc:
-            raise ConfigError(f"{parts.scheme}:// needs the Pulsar client: pip install 'edbus[pulsar]' ({exc})") from None
+            raise ConfigError(f"{parts.scheme}:// needs the Pulsar client: pip install 'edbus[pulsar]' "
+                              f"({exc})") from None
         from edbus.backends.pulsar import PulsarBackend
 
         return PulsarBackend(url)
