@@ -73,8 +73,9 @@ class Bus:
                 sequence: int | None = None) -> str:
         """Validate, encode and store one event durably; returns its id once it is durable.
 
-        Raises ``ValidationError`` (nothing stored) or ``StoreError`` (not acknowledged: retry with
-        the same ``id`` to make the retry idempotent). On Pulsar a retry from *another process* is
+        Raises ``ValidationError`` (nothing stored), ``StoreError`` (not acknowledged: retry with
+        the same ``id`` to make the retry idempotent), or what a middleware's ``before_publish`` raised
+        to refuse the event (nothing stored). On Pulsar a retry from *another process* is
         recognised only with a named producer (URL ``producer=``) and the same ``sequence``, a number
         that grows with every new event of that producer (``Record.sequence``, docs/pulsar.md).
         """
@@ -113,8 +114,10 @@ class Bus:
         for r in records:  # every publish path: a bad sequence is refused before anything is stored
             if r.sequence is not None:
                 check_sequence(r.sequence)
-        records = self.middleware.before_publish(topic, records)
         try:
+            # a before_publish hook that raises stops the publish (fails closed); the after hooks still
+            # see it, so a span or a timer opened before it is closed
+            records = self.middleware.before_publish(topic, records)
             self.backend.append(topic, records)
         except BaseException as exc:
             self.middleware.after_publish(topic, records, exc)

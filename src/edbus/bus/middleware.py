@@ -2,6 +2,9 @@
 
 The runtime asks the middleware, in order, what to do with a processed delivery (``decide``); the first
 answer wins. A hook that raises is logged and skipped: a broken metrics exporter never loses an event.
+``before_publish`` is the exception: it fails closed. A middleware that raises there (a policy that
+refuses an event, or a bug in one) stops the publish, nothing is stored, and the caller gets the error:
+an event a filter could not vet must not go out.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from edbus.events.codec import ENVELOPE_HEADERS
 if TYPE_CHECKING:
     from edbus.events.types import Event
 
-__all__ = ["Ack", "DeadLetter", "Middleware", "MiddlewareChain", "Outcome", "Retry"]
+__all__ = ["Ack", "DeadLetter", "Middleware", "MiddlewareChain", "Outcome", "Retry", "describe_records"]
 
 log = logging.getLogger("edbus.middleware")
 
@@ -45,6 +48,13 @@ class DeadLetter:
 Outcome = Ack | Retry | DeadLetter
 
 
+def describe_records(records: Sequence[Record], limit: int = 10) -> str:
+    """Events for a log line: their types and ids, never their payloads or keys (which may be personal)."""
+    shown = ", ".join(f"{r.type} {r.id}" for r in records[:limit])
+    more = f" and {len(records) - limit} more" if len(records) > limit else ""
+    return f"{len(records)} event(s) ({shown}{more})"
+
+
 class Middleware:
     """Override the hooks you need; each default does nothing."""
 
@@ -56,6 +66,8 @@ class Middleware:
         return {}
 
     def before_publish(self, topic: str, records: Sequence[Record]) -> Sequence[Record]:
+        """The records to store (the same, or replacements); raise to refuse them all: nothing is stored
+        and the caller gets the exception."""
         return records
 
     def after_publish(self, topic: str, records: Sequence[Record], error: BaseException | None) -> None:
@@ -95,11 +107,15 @@ class MiddlewareChain:
         return out
 
     def before_publish(self, topic: str, records: Sequence[Record]) -> Sequence[Record]:
+        """Fails closed: the first middleware that raises stops the publish (logged with the events' ids
+        and types, never their payloads) and its exception goes to the caller."""
         for m in self.middleware:
             try:
                 records = m.before_publish(topic, records)
-            except Exception:
-                log.exception("middleware %s.before_publish failed on topic %s", type(m).__name__, topic)
+            except Exception as exc:
+                log.error("middleware %s.before_publish refused %s on topic %s: %s: %s; nothing stored",
+                          type(m).__name__, describe_records(records), topic, type(exc).__name__, exc)
+                raise
         return records
 
     def after_publish(self, topic: str, records: Sequence[Record], error: BaseException | None) -> None:
