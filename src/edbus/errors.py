@@ -25,9 +25,16 @@ and the topic but never a token; it is not a ``StoreError``, so nothing retries 
 ``StoreError`` on publish means "not acknowledged": the caller must retry (with the same event id, which
 makes the retry idempotent) or report the failure. edbus never reports success for an event it has not
 made durable.
+
+Credentials never reach a message: ``redact`` masks the password of every ``scheme://user:password@``
+URL, secret-named options (``token=``, ``password=``, ...) and JWTs in a text. Every ``EdbusError`` message
+goes through it, and so do the command line's error lines and the log lines that quote a URL or a foreign
+error.
 """
 
 from __future__ import annotations
+
+import re
 
 __all__ = [
     "AccessError",
@@ -46,11 +53,44 @@ __all__ = [
     "StoreUnavailableError",
     "UnknownEventTypeError",
     "ValidationError",
+    "redact",
 ]
+
+# scheme://userinfo@: the userinfo runs to the last '@' before the host's end (a password may hold '@')
+_USERINFO = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)([^\s/?#]*)@")
+# name=value options and DSN words whose value is a secret (a quoted value ends at its quote)
+_SECRET_OPTION = re.compile(
+    r"(?i)((?<![A-Za-z0-9_])(?:token|access_token|refresh_token|id_token|password|passwd|pwd|secret|client_secret|"
+    r"auth|auth_params|authparams|api_key|apikey|private_key|jwt|credentials|sslpassword|sslkey)\s*=\s*)"
+    r"('[^']*'|\"[^\"]*\"|[^&\s'\"#,;)]*)")
+_JWT = re.compile(r"eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}(?:\.[A-Za-z0-9_-]*)?")
+_BEARER = re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]{8,}")
+
+
+def _userinfo(found: re.Match[str]) -> str:
+    user, colon, _ = found.group(2).partition(":")
+    return f"{found.group(1)}{user}:***@" if colon else f"{found.group(1)}***@"
+
+
+def redact(text: str) -> str:
+    """``text`` with the credentials it may quote masked: ``postgresql://u:***@host/db`` (a userinfo
+    without a password, often a token, becomes ``***@``), ``token=***``, ``password=***``, JWTs and
+    ``Bearer``/``Basic`` credentials as ``***``. Everything else is kept, so the message still says
+    which URL or option is at fault."""
+    if "@" in text:
+        text = _USERINFO.sub(_userinfo, text)
+    if "=" in text:
+        text = _SECRET_OPTION.sub(r"\1***", text)
+    if "eyJ" in text:
+        text = _JWT.sub("***", text)
+    return _BEARER.sub(r"\1 ***", text)
 
 
 class EdbusError(Exception):
-    """Base of every error edbus raises on purpose."""
+    """Base of every error edbus raises on purpose; its message never holds credentials (``redact``)."""
+
+    def __init__(self, *args: object) -> None:
+        super().__init__(*(redact(a) if isinstance(a, str) else a for a in args))
 
 
 class ConfigError(EdbusError):

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import atexit
 import dataclasses
+import functools
+import logging
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from edbus.backends.base import Mode, StartAt
@@ -18,7 +20,9 @@ from edbus.bus.bus import Bus
 from edbus.bus.retries import Backoff
 from edbus.errors import ConfigError
 
-__all__ = ["ConsumerOptions", "close_bus", "get_bus", "setting", "topic_prefix"]
+__all__ = ["ConsumerOptions", "close_bus", "get_bus", "set_custom_attributes", "setting", "topic_prefix"]
+
+log = logging.getLogger("edbus.openedx")
 
 _lock = threading.Lock()
 _bus: Bus | None = None
@@ -59,6 +63,31 @@ def close_bus() -> None:
         if _bus is not None:
             _bus.close()
             _bus = None
+
+
+@functools.cache
+def _attribute_setter() -> Callable[[str, Any], None] | None:
+    """edx-django-utils' ``set_custom_attribute`` (to every backend in ``OPENEDX_TELEMETRY``: New Relic,
+    OpenTelemetry, Datadog), or None in a service without edx-django-utils."""
+    try:
+        from edx_django_utils.monitoring import set_custom_attribute  # type: ignore[import-untyped]
+    except ImportError:
+        return None
+    setter: Callable[[str, Any], None] = set_custom_attribute
+    return setter
+
+
+def set_custom_attributes(attributes: Mapping[str, Any]) -> None:
+    """Monitoring attributes of the current transaction or span, as the Kafka and Redis event buses set
+    theirs. Monitoring never fails a send or a handler: a backend that raises is logged."""
+    setter = _attribute_setter()
+    if setter is None:
+        return
+    try:
+        for name, value in attributes.items():
+            setter(name, value)
+    except Exception:
+        log.exception("edbus: edx-django-utils could not set the custom attributes %s", ", ".join(attributes))
 
 
 def _number(options: Mapping[str, Any], name: str, default: Any, kind: type) -> Any:
