@@ -16,7 +16,9 @@ import click
 
 from edbus.backends.base import Mode
 from edbus.bus.bus import Bus
+from edbus.bus.health import DEFAULT_STALL_AFTER, serve_health
 from edbus.bus.metrics import serve_bus_metrics
+from edbus.bus.timeouts import EXIT_HANDLER_STUCK, StuckHandlerError, exit_for_supervisor
 from edbus.cli.common import CliError, State, explain
 from edbus.cli.output import console, dump_json, jsonable, print_event
 from edbus.errors import ConfigError, EdbusError
@@ -114,11 +116,22 @@ def _logging(level: str) -> Iterator[logging.Logger]:
 @click.option("--metrics-port", type=click.IntRange(0, 65535), metavar="PORT",
               help="Serve Prometheus metrics at http://0.0.0.0:PORT/metrics (needs edbus[metrics]): this "
                    "consumer's counters and histograms, and its subscription's backlog and lag.")
+@click.option("--handler-timeout", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
+              help="Time limit of one handler call: past it the event is released for retry (a failed "
+                   f"attempt); if the handler's thread cannot be freed the process exits with status "
+                   f"{EXIT_HANDLER_STUCK} for its supervisor to restart it.")
+@click.option("--health-port", type=click.IntRange(0, 65535), metavar="PORT",
+              help="Serve http://0.0.0.0:PORT/healthz (alive: the fetch loop turned recently) and /readyz "
+                   "(the store reachable) for Kubernetes probes and supervisors.")
+@click.option("--stall-after", type=click.FloatRange(min=0, min_open=True), default=DEFAULT_STALL_AFTER,
+              show_default=True, metavar="SECONDS",
+              help="With --health-port: /healthz fails once the fetch loop has not turned for this long.")
 @click.pass_context
 def consume(ctx: click.Context, topic: str, subscription: str, handler_spec: str | None, print_events: bool,
             as_json: bool, mode: str, start: str, concurrency: int, max_attempts: int | None,
             max_events: int | None, idle_exit: float | None, name: str | None, log_level: str,
-            metrics_port: int | None) -> None:
+            metrics_port: int | None, handler_timeout: float | None, health_port: int | None,
+            stall_after: float) -> None:
     """Consume TOPIC as SUBSCRIPTION until Ctrl-C or SIGTERM (then finish what is in flight and exit 0).
 
     --handler names a setup function, called with the Consumer; it registers a handler per event type.
@@ -137,7 +150,10 @@ def consume(ctx: click.Context, topic: str, subscription: str, handler_spec: str
       edbus consume course-catalog debug --print --from latest
 
     A handler that raises is retried with backoff, then the event goes to the subscription's dead-letter
-    topic (see edbus dlq).
+    topic (see edbus dlq). A store or broker outage pauses the consumer, which retries with backoff.
+
+    Exit status: 0 after a stop, 1 on an error, 75 when a handler passed --handler-timeout and its
+    thread could not be freed (restart the process).
     """
     if (handler_spec is None) == (not print_events):
         raise click.UsageError("give exactly one of --handler MODULE:CALLABLE or --print")
@@ -157,6 +173,14 @@ def consume(ctx: click.Context, topic: str, subscription: str, handler_spec: str
         ctx.call_on_close(stop)
     consumer = bus.consumer(topic, subscription, mode=mode, start=start, concurrency=concurrency,
                             max_attempts=max_attempts, name=name)
+    consumer.handler_timeout = handler_timeout
+    if health_port is not None:
+        consumer.health.stall_after = stall_after
+        try:
+            _, stop_health = serve_health(consumer.health, health_port)
+        except ConfigError as exc:
+            raise CliError(f"--health-port: {exc}") from None
+        ctx.call_on_close(stop_health)
     if print_events:
         consumer.add_fallback(EventPrinter(as_json))
     if setup is not None:
@@ -178,5 +202,8 @@ def consume(ctx: click.Context, topic: str, subscription: str, handler_spec: str
     with _logging(log_level) as log:
         log.info("consuming %s as %s (%s, %s): %s", consumer.topic, subscription, consumer.mode.value,
                  consumer.name, handled)
-        processed = consumer.run(max_events=max_events, idle_timeout=idle_exit)
+        try:
+            processed = consumer.run(max_events=max_events, idle_timeout=idle_exit)
+        except StuckHandlerError as exc:
+            exit_for_supervisor(exc)  # the stuck thread would keep a normal exit waiting for ever
         log.info("stopped after %d event(s)", processed)

@@ -17,9 +17,11 @@ from openedx_events.event_bus import EventBusConsumer
 from openedx_events.exceptions import SenderValidationError
 from openedx_events.tooling import load_all_signals, prepare_for_new_work_cycle
 
-from edbus.errors import DecodeError
+from edbus.bus.health import DEFAULT_STALL_AFTER, serve_health
+from edbus.bus.timeouts import StuckHandlerError, exit_for_supervisor
+from edbus.errors import ConfigError, DecodeError
 from edbus.events.types import Event
-from edbus.openedx.config import ConsumerOptions, get_bus
+from edbus.openedx.config import ConsumerOptions, get_bus, setting
 from edbus.openedx.serialization import SignalCodec, metadata_from_envelope, signal_for_type
 
 __all__ = ["ConsumerFatalError", "EdbusConsumer", "ReceiverError"]
@@ -41,6 +43,20 @@ class ConsumerFatalError(SystemExit):
 
     def __str__(self) -> str:
         return self.message
+
+
+def _health_settings() -> tuple[float | None, int | None, float]:
+    """``EDBUS_CONSUMER_HANDLER_TIMEOUT`` (seconds, None: no limit), ``EDBUS_CONSUMER_HEALTH_PORT`` (None: no
+    probes) and ``EDBUS_CONSUMER_STALL_AFTER`` (seconds without a loop turn before /healthz fails)."""
+    timeout = setting("EDBUS_CONSUMER_HANDLER_TIMEOUT")
+    port = setting("EDBUS_CONSUMER_HEALTH_PORT")
+    stall = setting("EDBUS_CONSUMER_STALL_AFTER", DEFAULT_STALL_AFTER)
+    for name, value in (("EDBUS_CONSUMER_HANDLER_TIMEOUT", timeout), ("EDBUS_CONSUMER_STALL_AFTER", stall)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0):
+            raise ConfigError(f"{name} must be a number of seconds > 0, not {value!r}")
+    if port is not None and (isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535):
+        raise ConfigError(f"EDBUS_CONSUMER_HEALTH_PORT must be a port number (0-65535), not {port!r}")
+    return (None if timeout is None else float(timeout)), port, float(stall)
 
 
 class EdbusConsumer(EventBusConsumer):
@@ -78,7 +94,10 @@ class EdbusConsumer(EventBusConsumer):
     def consume_indefinitely(self) -> None:
         """Consume until SIGTERM/SIGINT (or ``max_events`` / ``idle_timeout`` from ``--extra``).
 
-        A fatal error is logged and raised as ``ConsumerFatalError`` (exit code 1).
+        A fatal error is logged and raised as ``ConsumerFatalError`` (exit code 1); a store outage pauses
+        and retries. A receiver past ``EDBUS_CONSUMER_HANDLER_TIMEOUT`` whose thread cannot be freed ends the
+        process with status 75 (``edbus.bus.timeouts.EXIT_HANDLER_STUCK``) for its supervisor to restart it.
+        ``EDBUS_CONSUMER_HEALTH_PORT`` serves /healthz and /readyz (docs/operations.md).
         """
         try:
             options = ConsumerOptions.from_settings(self.extra)
@@ -94,11 +113,23 @@ class EdbusConsumer(EventBusConsumer):
                 log.info("edbus: subscription %s of %s moved to %s", self.group_id, consumer.topic,
                          options.replay_from)
             consumer.add_fallback(self.emit)
+            handler_timeout, health_port, stall_after = _health_settings()
+            consumer.handler_timeout = handler_timeout
+            consumer.health.stall_after = stall_after
+            stop_health = None
+            if health_port is not None:
+                _, stop_health = serve_health(consumer.health, health_port)
             self.consumer = consumer
             log.info("edbus: consuming %s as subscription %s (%s, concurrency %d, max_attempts %d)",
                      consumer.topic, self.group_id, options.mode.value, options.concurrency, options.max_attempts)
-            processed = consumer.run(max_events=options.max_events, idle_timeout=options.idle_timeout)
+            try:
+                processed = consumer.run(max_events=options.max_events, idle_timeout=options.idle_timeout)
+            finally:
+                if stop_health is not None:
+                    stop_health()
             log.info("edbus: consumer of %s stopped after %d event(s)", consumer.topic, processed)
+        except StuckHandlerError as exc:
+            exit_for_supervisor(exc)  # a SystemExit would wait for the stuck thread for ever
         except Exception as exc:
             log.exception("edbus: the consumer of %s (subscription %s) stopped on a fatal error", self.topic,
                           self.group_id)

@@ -14,6 +14,9 @@ __all__ = ["StoreInspection"]
 
 log = logging.getLogger("edbus.sqlite")
 
+_RETENTION_BATCH = 1000  # events per retention transaction: a few milliseconds of write lock
+_RETENTION_PAUSE = 0.002  # seconds between two batches: other writers of the store get in
+
 SubLookup = Callable[[sqlite3.Connection, str, str], tuple[int, Mode]]
 
 
@@ -115,24 +118,54 @@ class StoreInspection:
             return db.execute(f"DELETE FROM events WHERE topic=?{clause}", [dlq, *params]).rowcount
 
     # -- retention ---------------------------------------------------------------------------
-    def enforce_retention(self, older_than: float) -> int:
-        """Delete, per topic, events older than ``older_than`` that every subscription has acked."""
+    def enforce_retention(self, older_than: float, batch: int = _RETENTION_BATCH) -> int:
+        """Delete, per topic, events older than ``older_than`` that every subscription has acked.
+
+        In batches of at most ``batch`` events, each its own short transaction with a pause after it, so
+        that a sweep over millions of events never holds the write lock for long: consumers' fetches,
+        acks and lease renewals go on between batches. What may go is checked again in every batch (a
+        replay between two batches moves a cursor back)."""
+        if batch < 1:
+            raise ValueError("batch must be >= 1")
         deleted = 0
-        with self.conn.transaction() as db:
+        with self.conn.transaction(write=False) as db:
             # dead-letter topics are kept until purged or redriven
-            for (topic,) in db.execute("SELECT name FROM topics WHERE name NOT LIKE '%.dlq'").fetchall():
-                # everything at or below the lowest cursor with no delivery row is acked by everyone
-                floor = db.execute(
-                    "SELECT min(p) FROM (SELECT cursor AS p FROM subscriptions WHERE topic=?1 "
-                    "UNION ALL SELECT min(d.seq) - 1 FROM deliveries d JOIN subscriptions s ON s.id=d.sub "
-                    "WHERE s.topic=?1)", (topic,)).fetchone()[0]
-                # events still dead-lettered by a subscription stay, so that a redrive can find them
-                dead = [dlq_topic(topic, name) for (name,) in db.execute(
-                    "SELECT name FROM subscriptions WHERE topic=?", (topic,))]
-                cur = db.execute(
-                    "DELETE FROM events WHERE topic=? AND published_at < ? AND (? IS NULL OR seq <= ?) "
-                    f"AND id NOT IN (SELECT id FROM events WHERE topic IN ({','.join('?' * len(dead))}))",
-                    (topic, older_than, floor, floor, *dead))
-                deleted += cur.rowcount
+            topics = [t for (t,) in db.execute("SELECT name FROM topics WHERE name NOT LIKE '%.dlq'")]
+        for topic in topics:
+            after = 0
+            while True:
+                done, after, gone = self._retention_batch(topic, older_than, after, batch)
+                deleted += gone
+                if done:
+                    break
+                time.sleep(_RETENTION_PAUSE)
+        with self.conn.transaction() as db:
             db.execute("DELETE FROM consumers WHERE seen < ?", (time.time() - 86400,))
         return deleted
+
+    def _retention_batch(self, topic: str, older_than: float, after: int, batch: int) -> tuple[bool, int, int]:
+        """One batch: the next ``batch`` events of ``topic`` after position ``after`` that every subscription
+        acked; deletes the old ones among them. Returns (done, last position looked at, deleted)."""
+        with self.conn.transaction() as db:
+            # everything at or below the lowest cursor with no delivery row is acked by everyone
+            # (min over each subscription's own index range: no scan of the deliveries table)
+            floor = db.execute(
+                "SELECT min(p) FROM (SELECT cursor AS p FROM subscriptions WHERE topic=?1 "
+                "UNION ALL SELECT (SELECT min(d.seq) FROM deliveries d WHERE d.sub=s.id) - 1 "
+                "FROM subscriptions s WHERE s.topic=?1)", (topic,)).fetchone()[0]
+            window = db.execute(
+                "SELECT seq, published_at < ? FROM events WHERE topic=? AND seq > ? AND (? IS NULL OR seq <= ?) "
+                "ORDER BY seq LIMIT ?", (older_than, topic, after, floor, floor, batch)).fetchall()
+            if not any(old for _, old in window):
+                # nothing old in the next batch: what follows was appended later still (positions
+                # follow append time), so this sweep is done with the topic
+                return True, after, 0
+            last = window[-1][0]
+            # events still dead-lettered by a subscription stay, so that a redrive can find them
+            dead = [dlq_topic(topic, name) for (name,) in db.execute(
+                "SELECT name FROM subscriptions WHERE topic=?", (topic,))]
+            cur = db.execute(
+                "DELETE FROM events WHERE topic=? AND seq > ? AND seq <= ? AND published_at < ? "
+                f"AND id NOT IN (SELECT id FROM events WHERE topic IN ({','.join('?' * len(dead))}))",
+                (topic, after, last, older_than, *dead))
+            return len(window) < batch, last, cur.rowcount
