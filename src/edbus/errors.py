@@ -56,8 +56,9 @@ __all__ = [
     "redact",
 ]
 
-# scheme://userinfo@: the userinfo runs to the last '@' before the host's end (a password may hold '@')
-_USERINFO = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)([^\s/?#]*)@")
+# scheme://userinfo@ (also a mistyped scheme: postgresql//u:p@h): the userinfo runs to the last '@' before
+# the host's end (a password may hold '@')
+_USERINFO = re.compile(r"((?:[A-Za-z][A-Za-z0-9+.-]*:?)?//)([^\s/?#]*)@")
 # name=value options and DSN words whose value is a secret (a quoted value ends at its quote)
 _SECRET_OPTION = re.compile(
     r"(?i)((?<![A-Za-z0-9_])(?:token|access_token|refresh_token|id_token|password|passwd|pwd|secret|client_secret|"

@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from edbus.backends.base import Delivery, ErrorInfo, Record
+from edbus.errors import redact
 from edbus.events.codec import ENVELOPE_HEADERS
 
 if TYPE_CHECKING:
@@ -114,7 +115,7 @@ class MiddlewareChain:
                 records = m.before_publish(topic, records)
             except Exception as exc:
                 log.error("middleware %s.before_publish refused %s on topic %s: %s: %s; nothing stored",
-                          type(m).__name__, describe_records(records), topic, type(exc).__name__, exc)
+                          type(m).__name__, describe_records(records), topic, type(exc).__name__, redact(str(exc)))
                 raise
         return records
 

@@ -12,7 +12,7 @@ import click
 
 from edbus.backends.base import Backend, Message, StartAt
 from edbus.bus.bus import Bus, check_topic
-from edbus.errors import ConfigError, EdbusError, NotFoundError
+from edbus.errors import ConfigError, EdbusError, NotFoundError, redact
 
 __all__ = ["CliError", "DurationType", "StartType", "State", "describe_start", "explain", "iso_utc",
            "iter_messages", "open_bus", "require_subscription", "resolve_topic", "topic_exists"]
@@ -27,12 +27,13 @@ class State:
 
 
 class CliError(click.ClickException):
-    """A fatal error: one red ``error: <message>`` line on stderr, exit code 1."""
+    """A fatal error: one red ``error: <message>`` line on stderr, exit code 1; credentials the message
+    quotes (a database URL's password, a token) are masked (``edbus.errors.redact``)."""
 
     exit_code = 1
 
     def __init__(self, message: str) -> None:
-        super().__init__(" ".join(message.split()) or "failed")
+        super().__init__(redact(" ".join(message.split())) or "failed")
 
     def show(self, file: Any = None) -> None:
         click.secho(f"error: {self.format_message()}", fg="red", err=True)
@@ -133,8 +134,8 @@ def iso_utc(epoch: float) -> str:
 
 
 def explain(exc: BaseException) -> str:
-    """One line for an error nobody planned for."""
+    """One line for an error nobody planned for (a foreign library's message may quote a URL: redacted)."""
     if isinstance(exc, EdbusError):
         return str(exc)
-    text = str(exc)
+    text = redact(str(exc))
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

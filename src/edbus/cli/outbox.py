@@ -2,19 +2,35 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Iterator
 
 import click
 
-from edbus.cli.common import open_bus
+from edbus.cli.common import CliError, open_bus
 from edbus.cli.output import console, echo_json
 from edbus.cli.tail import interruptible
+from edbus.errors import redact
 
 __all__ = ["outbox"]
 
 _DB = click.option("--db", "db_url", required=True, envvar="EDBUS_OUTBOX_DB", show_envvar=True, metavar="URL",
                    help="The service database holding the outbox, as a SQLAlchemy URL "
                         "(postgresql+psycopg://…, mysql+pymysql://…, sqlite:///…).")
+
+
+@contextlib.contextmanager
+def _database(db_url: str) -> Iterator[None]:
+    """The outbox database's errors as one line that names the database without its password."""
+    import sqlalchemy as sa
+
+    try:
+        yield
+    except sa.exc.ArgumentError as exc:  # not a URL, or an unknown dialect or driver
+        raise CliError(f"bad --db URL (not shown: it may hold a password): {exc}") from None
+    except sa.exc.DBAPIError as exc:  # unreachable, refused credentials, missing tables...
+        raise CliError(f"outbox database {redact(db_url)}: {type(exc.orig).__name__}: {exc.orig}") from None
 
 
 @click.group(short_help="The transactional outbox: relay its rows to the bus, show its depth.")
@@ -46,15 +62,17 @@ def relay(ctx: click.Context, db_url: str, shards: int, shard: int, batch: int, 
     from edbus.outbox.tables import create_tables as create
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    engine = sa.create_engine(db_url, pool_pre_ping=True)
-    ctx.call_on_close(engine.dispose)
-    if create_tables:
-        create(engine)
-    bus = open_bus(ctx)
-    r = Relay(engine, bus, shard=shard, shards=shards, batch=batch, poll=poll, lease_ttl=lease_ttl, keep_sent=keep_sent)
-    console().print(f"edbus outbox relay {r.name}: shard {shard} of {shards}", highlight=False)
-    with interruptible():
-        r.run(until_idle=until_idle)
+    with _database(db_url):
+        engine = sa.create_engine(db_url, pool_pre_ping=True)
+        ctx.call_on_close(engine.dispose)
+        if create_tables:
+            create(engine)
+        bus = open_bus(ctx)
+        r = Relay(engine, bus, shard=shard, shards=shards, batch=batch, poll=poll, lease_ttl=lease_ttl,
+                  keep_sent=keep_sent)
+        console().print(f"edbus outbox relay {r.name}: shard {shard} of {shards}", highlight=False)
+        with interruptible():
+            r.run(until_idle=until_idle)
 
 
 @outbox.command(short_help="Pending rows and the age of the oldest one.")
@@ -66,11 +84,12 @@ def status(db_url: str, as_json: bool) -> None:
 
     from edbus.outbox.relay import outbox_status
 
-    engine = sa.create_engine(db_url)
-    try:
-        s = outbox_status(engine)
-    finally:
-        engine.dispose()
+    with _database(db_url):
+        engine = sa.create_engine(db_url)
+        try:
+            s = outbox_status(engine)
+        finally:
+            engine.dispose()
     if as_json:
         echo_json({"pending": s.pending, "oldest_pending_age": s.oldest_pending_age, "sent": s.sent})
         return

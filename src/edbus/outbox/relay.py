@@ -25,7 +25,7 @@ import sqlalchemy as sa
 
 from edbus.backends.base import Record
 from edbus.bus.bus import Bus
-from edbus.errors import ConfigError
+from edbus.errors import ConfigError, redact
 from edbus.outbox.lease import Lease
 from edbus.outbox.tables import outbox, record_from_row
 
@@ -130,7 +130,7 @@ class Relay:
                     self.failures += 1
                     delay = min(self.max_backoff, self.poll * 2 ** min(self.failures, 20)) * random.uniform(0.5, 1)
                     log.warning("edbus outbox relay %s: %s: %s; retrying in %.2fs", self.name,
-                                type(exc).__name__, exc, delay)
+                                type(exc).__name__, redact(str(exc)), delay)
                     self._stop.wait(delay)
                     continue
                 if n < self.batch:

@@ -106,7 +106,9 @@ class PulsarConfig:
         query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
         unknown = set(query) - _OPTIONS
         if unknown:
-            raise ConfigError(f"bad URL {url!r}: unknown option(s) {', '.join(sorted(unknown))}")
+            # not the URL: an unknown option's value may be a secret under a name we cannot guess (authToken=)
+            raise ConfigError(f"bad Pulsar URL: unknown option(s) {', '.join(sorted(unknown))} (known: "
+                              f"{', '.join(sorted(_OPTIONS))})")
         try:
             hosts = split_hosts(parts.netloc, 6651 if tls else 6650)
         except ValueError as exc:
