@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -186,3 +188,14 @@ def test_consuming_sets_topic_subscription_event_id_type_and_attempt(service: st
     assert got["edbus_topic"] == "safety-" + TOPIC and got["edbus_subscription"] == "safety-group"
     assert got["edbus_event_id"] == got["id"] == str(metadata.id)
     assert got["edbus_event_type"] == got["event_type"] == SIGNAL.event_type and got["edbus_attempt"] == 1
+
+
+def test_without_edx_django_utils_monitoring_no_attributes_are_set_and_nothing_fails() -> None:
+    # openedx-events itself imports edx_django_utils.cache: only its monitoring can be missing here
+    code = ("import sys; sys.modules['edx_django_utils.monitoring'] = None  # an import of it fails\n"
+            "from edbus.openedx.config import _attribute_setter, set_custom_attributes\n"
+            "set_custom_attributes({'edbus_topic': 't'})\n"
+            "print(_attribute_setter())\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                          cwd=Path(__file__).resolve().parents[1])
+    assert done.returncode == 0 and done.stdout.strip() == "None", done.stderr

@@ -93,6 +93,8 @@ def test_an_embedded_store_url_with_a_secret_option_is_refused_without_it(tmp_pa
     f"pulsar://127.0.0.1:6650?admin=http://admin:{SECRET}@127.0.0.1:8080",
     f"pulsar://127.0.0.1:6650?tenant={JWT}",
     f"pulsar+ssl://127.0.0.1:6651?token_file=/t&nosuch={SECRET}",
+    f"pulsar://127.0.0.1:6650?token_env={SECRET}",  # the token in place of the variable's name
+    f"pulsar://127.0.0.1:6650?token_env=EDBUS_TOKEN&token_file={SECRET}",
 ])
 def test_pulsar_urls_with_credentials_are_refused_without_repeating_them(url: str) -> None:
     with pytest.raises(ConfigError) as caught:

@@ -141,10 +141,12 @@ class PulsarConfig:
         tls_ca, token_file, token_env = query.get("tls_ca", ""), query.get("token_file", ""), query.get("token_env", "")
         if tls_ca and not tls and not any(a.startswith("https:") for a in query.get("admin", "").split(",")):
             raise ConfigError(f"bad URL {url!r}: tls_ca is for pulsar+ssl:// (or an https:// admin URL)")
+        # these two name the URL without repeating it: a token given in place of a name would be shown
         if token_file and token_env:
-            raise ConfigError(f"bad URL {url!r}: give token_file or token_env, not both")
+            raise ConfigError("bad Pulsar URL: give token_file or token_env, not both")
         if token_env and not _ENV.fullmatch(token_env):
-            raise ConfigError(f"bad URL {url!r}: token_env names an environment variable")
+            raise ConfigError("bad Pulsar URL: token_env names an environment variable (letters, digits and '_'), "
+                              "not the token itself")
         return Security(tls=tls, tls_ca=tls_ca, token_file=token_file, token_env=token_env)
 
     @property
