@@ -106,6 +106,7 @@ class Consumer:
         self.health = Health()  # serve it with ``edbus.bus.health.serve_health``
         self.store_retry = StoreRetry()
         self.retention_schedule = (60.0, 600.0)  # seconds: first sweep after start, then between sweeps
+        self.retention_sweeper: RetentionSweeper | None = None  # the current run's
         self._running: RunningHandlers | None = None
 
     # -- registration ------------------------------------------------------------------------
@@ -231,6 +232,7 @@ class Consumer:
         keeper = LeaseKeeper(self.backend, state.in_flight, self.lease, name=f"edbus-leases-{self.subscription}")
         sweeper = None if self.bus.retention is None else RetentionSweeper(
             self.backend, self.bus.retention, first=self.retention_schedule[0], every=self.retention_schedule[1])
+        self.retention_sweeper = sweeper
         stuck = False
         self.health.started()
         try:
