@@ -181,3 +181,25 @@ def test_the_outbox_relay_logs_a_failed_publish_without_credentials(
     assert "https://relay:***@audit.internal" in warning
     assert SECRET not in caplog.text
     engine.dispose()
+
+
+@pytest.mark.xfail(strict=True, reason="needs the edbus/bus/consumer.py change of the safety report (_error_info "
+                                       "redacted; then remove this mark)")
+def test_a_handler_error_quoting_credentials_is_logged_and_dead_lettered_without_them(
+        url: str, caplog: pytest.LogCaptureFixture) -> None:
+    from edbus.backends import StartAt, dlq_topic
+
+    with Bus.from_url(url) as bus:
+        bus.publish("t", SEQ, Seq("k", 1))
+        consumer = bus.consumer("t", "s", max_attempts=1)
+
+        @consumer.handler(SEQ)
+        def post(event: object) -> None:
+            raise RuntimeError(f"POST https://feed:{SECRET}@lrs.internal/xAPI/statements: 502")
+
+        with caplog.at_level(logging.INFO, "edbus"):
+            consumer.run(max_events=1, install_signals=False)
+        [dead] = eventually(lambda: bus.backend.read(dlq_topic(bus.topic("t"), "s"), StartAt(), 10), timeout=30)
+    stored = " ".join(dead.record.headers.values())
+    assert "https://feed:***@lrs.internal" in stored
+    assert SECRET not in stored and SECRET not in caplog.text
