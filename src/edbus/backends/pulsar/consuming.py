@@ -36,6 +36,7 @@ __all__ = ["CountedDelivery", "Held", "SubState", "consumer_type"]
 
 _NOTHING = (-1, -1)
 _WARN_EVERY = 10.0  # seconds between warnings of a ledger that cannot be written
+_SETTLED_KEEP = 10_000  # acked positions remembered against redelivered copies (``SubState.settled``)
 
 log = logging.getLogger("edbus.backends.pulsar")
 
@@ -123,6 +124,7 @@ class SubState:
         # through it skips a wrapper object and a type check per message (~10 % of a fetch's time)
         self.native = getattr(consumer, "_consumer", consumer)
         self.held: dict[str, Held] = {}  # by position, in arrival order
+        self.settled: dict[str, None] = {}  # positions acked lately, oldest first (at most _SETTLED_KEEP)
         self.lock = threading.RLock()  # threads of the process may share a backend
         # one receiving thread at a time: two threads' receive calls could return in one order and
         # reach ``held`` in the other, putting a later event of a key before an earlier one
@@ -164,33 +166,56 @@ class SubState:
         finally:
             self.receiving.release()
 
+    def _settled(self, positions: Sequence[str]) -> None:
+        """Remember acked positions (lock held)."""
+        settled = self.settled
+        for position in positions:
+            settled[position] = None
+        while len(settled) > _SETTLED_KEEP:
+            del settled[next(iter(settled))]
+
     def _receive_one(self, timeout: float) -> Held | None:
+        deadline = time.monotonic() + timeout
+        while True:
+            held, settled = self._receive_next(timeout)
+            if not settled:
+                return held
+            timeout = max(0.0, deadline - time.monotonic()) if timeout > 0 else 0.0
+
+    def _receive_next(self, timeout: float) -> tuple[Held | None, bool]:
+        """The next message, or (None, True) for a copy of one acked lately, acked again and dropped."""
         import pulsar
 
         try:
             msg = self.native.receive(0 if timeout <= 0 else max(1, int(timeout * 1000)))
         except pulsar.Timeout:
-            return None
+            return None, False
         except BaseException:
             if self.closed:
-                return None  # closed by another thread meanwhile: what it held comes again to its successor
+                return None, False  # closed by another thread meanwhile: what it held comes again to its successor
             with pulsar_errors(f"receive on {self.topic}/{self.subscription}"):
                 raise
             raise
         msg_id = msg.message_id()
         message = to_message(msg, self.topic, msg_id)
+        if message.position in self.settled:
+            # the broker redelivers what was unacked when a connection broke, even if acked since
+            # (over the new connection): ack the copy again, it must not be handled twice
+            with contextlib.suppress(Exception):
+                self.native.acknowledge(msg)
+            return None, True
         at, topic = (msg_id.ledger_id(), msg_id.entry_id()), msg.topic_name()
         held = Held(msg, message, at, self.ledger is not None and self.ledger.is_retry(topic))
         with self.lock:
             if self.closed:
-                return None
+                return None, False
             if at > self.received.get(topic, _NOTHING):
                 self.received[topic] = at
             replaced = message.position in self.held
             self.held[message.position] = held
             self.version += 1
             held.fresh = not replaced
-        return held
+        return held, False
 
     def _awaited(self, expect: Mapping[str, tuple[int, int]]) -> bool:
         """Whether a message this process appended (``expect``: topic → its (ledger, entry)) has not come
@@ -368,6 +393,7 @@ class SubState:
             self.native.acknowledge(h.raw)
         del self.held[position]
         self.version += 1
+        self._settled((position,))
         if self.ledger is not None:
             self.ledger.settle((position,))
         return True
@@ -388,6 +414,7 @@ class SubState:
                     self.version += 1
                     done.append(position)
         finally:
+            self._settled(done)
             if done and self.ledger is not None:
                 self.ledger.settle(done)
 
