@@ -17,6 +17,11 @@ DEFAULTS: dict[str, Any] = {
     # .. setting_description: The CloudEvents ``source`` of events published through edbus's own API
     #   (events sent through openedx-events keep the ``source`` of their ``EventsMetadata``).
     "EDBUS_SOURCE": "openedx",
+    # .. setting_name: EDBUS_LOG_FAILED_PAYLOADS
+    # .. setting_default: False
+    # .. setting_description: Whether a failed send logs the event's data and the error's message (they
+    #   may hold personal data); by default only its id, type, topic and metadata.
+    "EDBUS_LOG_FAILED_PAYLOADS": False,
     # .. setting_name: EDBUS_RETENTION_SECONDS
     # .. setting_default: 604800 (7 days)
     # .. setting_description: How long an event that every subscription has acknowledged is kept (for
