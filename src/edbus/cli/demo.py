@@ -34,7 +34,7 @@ from edbus.apps.catalog.runner import DemoFailed, Progress, run_demo
 from edbus.apps.catalog.service import AUDIT_SUBSCRIPTION, REPLICA_SUBSCRIPTION, DemoConfig
 from edbus.backends import dlq_topic
 from edbus.cli.output import console
-from edbus.errors import EdbusError
+from edbus.errors import EdbusError, redact
 
 __all__ = ["demo"]
 
@@ -253,7 +253,7 @@ def demo(ctx: click.Context, url: str | None, workdir: Path | None, keep: bool, 
     out = console()
     previous = _stop_on_sigterm()
     try:
-        out.print(f"[bold]edbus demo[/bold]: store {config.url}, work directory {workdir}")
+        out.print(f"[bold]edbus demo[/bold]: store {redact(config.url)}, work directory {workdir}")
         if XAPI_SERVICE in config.services:
             out.print(f"xAPI feed: statements to the LRS at {lrs}" if lrs else "xAPI feed: on (--service)")
         else:

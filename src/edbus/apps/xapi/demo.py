@@ -32,7 +32,7 @@ from edbus.apps.xapi.feed import DEFAULT_TOPICS, FeedOptions, XapiFeed
 from edbus.apps.xapi.lms import LMS_DDL, planned_events, run_lms
 from edbus.apps.xapi.lrs import LrsClient, LrsConfig
 from edbus.apps.xapi.statements import XapiConfig
-from edbus.errors import ConfigError
+from edbus.errors import ConfigError, redact
 
 __all__ = ["ENV_LRS_URL", "ENV_LRS_USER", "ENV_PASSWORD", "SERVICE", "SUBSCRIPTION", "XapiDemoService",
            "check_lrs", "lrs_from_env"]
@@ -172,8 +172,9 @@ class XapiDemoService:
         rows = [
             ("events published", f"{len(published):,} of {planned:,} planned by the simulated LMS on "
                                  f"{len(DEFAULT_TOPICS)} topics (openedx-events learning signals): {kinds}"),
-            ("statements in the LRS", f"{len(ids):,} of this run's ({lms_url}) read back from {lrs.statements_url} "
-                                      f"in {read_in:.1f} s; each expected id once: {_yes(not twice and not missing)}"
+            ("statements in the LRS", f"{len(ids):,} of this run's ({lms_url}) read back from "
+                                      f"{redact(lrs.statements_url)} in {read_in:.1f} s; "
+                                      f"each expected id once: {_yes(not twice and not missing)}"
                                       f", none missing ({len(missing)}), none unexpected ({len(unexpected)})"
                                       + (f", {len(twice)} stored twice" if twice else "")),
             ("feed", f"{feed.get('events', 0):,} events settled, {feed.get('statements', 0):,} statements sent in "
