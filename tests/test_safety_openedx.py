@@ -175,8 +175,6 @@ class Recording(TelemetryBackend):  # type: ignore[misc]
         pass
 
 
-@pytest.mark.xfail(strict=True, reason="needs the edbus/openedx/consumer.py change of the safety report "
-                                       "(then remove this mark)")
 def test_consuming_sets_topic_subscription_event_id_type_and_attempt(service: str) -> None:
     from edbus.openedx.consumer import EdbusConsumer
 

@@ -183,8 +183,6 @@ def test_the_outbox_relay_logs_a_failed_publish_without_credentials(
     engine.dispose()
 
 
-@pytest.mark.xfail(strict=True, reason="needs the edbus/bus/consumer.py change of the safety report (_error_info "
-                                       "redacted; then remove this mark)")
 def test_a_handler_error_quoting_credentials_is_logged_and_dead_lettered_without_them(
         url: str, caplog: pytest.LogCaptureFixture) -> None:
     from edbus.backends import StartAt, dlq_topic

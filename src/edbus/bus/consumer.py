@@ -32,7 +32,7 @@ from edbus.bus.leases import InFlight, LeaseKeeper
 from edbus.bus.middleware import Ack, DeadLetter, MiddlewareChain, Outcome, Retry
 from edbus.bus.retention import RetentionSweeper
 from edbus.bus.timeouts import HandlerTimedOut, RunningHandlers, StuckHandlerError
-from edbus.errors import ConfigError, DecodeError, NotFoundError, StoreError
+from edbus.errors import ConfigError, DecodeError, NotFoundError, StoreError, redact
 from edbus.events.types import Event, EventType
 
 if TYPE_CHECKING:
@@ -182,7 +182,7 @@ class Consumer:
         self.middleware.after_process(delivery, error, outcome)
         if error is not None and not isinstance(error, DecodeError):
             log.warning("handler failed for %s %s (attempt %d): %s: %s", record.type, record.id,
-                        delivery.attempt, type(error).__name__, error)
+                        delivery.attempt, type(error).__name__, redact(str(error)))
         return outcome
 
     def _run_group(self, group: list[Delivery]) -> None:
@@ -495,5 +495,6 @@ class Consumer:
 
 
 def _error_info(error: BaseException, attempt: int) -> ErrorInfo:
-    return ErrorInfo(f"{type(error).__module__}.{type(error).__qualname__}", str(error)[:2000],
-                     "".join(traceback.format_exception(error))[-_TRACEBACK_LIMIT:], time.time(), attempt)
+    # kept in the store, logged and shown: a foreign error's text may quote a URL with credentials
+    return ErrorInfo(f"{type(error).__module__}.{type(error).__qualname__}", redact(str(error)[:2000]),
+                     redact("".join(traceback.format_exception(error))[-_TRACEBACK_LIMIT:]), time.time(), attempt)

@@ -21,7 +21,7 @@ from edbus.bus.health import DEFAULT_STALL_AFTER, serve_health
 from edbus.bus.timeouts import StuckHandlerError, exit_for_supervisor
 from edbus.errors import ConfigError, DecodeError
 from edbus.events.types import Event
-from edbus.openedx.config import ConsumerOptions, get_bus, setting
+from edbus.openedx.config import ConsumerOptions, get_bus, set_custom_attributes, setting
 from edbus.openedx.serialization import SignalCodec, metadata_from_envelope, signal_for_type
 
 __all__ = ["ConsumerFatalError", "EdbusConsumer", "ReceiverError"]
@@ -77,6 +77,10 @@ class EdbusConsumer(EventBusConsumer):
         """Re-emit one decoded event as its signal (the fallback handler of the edbus consumer)."""
         assert self._codec is not None
         self._prepare_work_cycle(event)
+        # as the Kafka and Redis consumers: the peers' id and event_type, and edbus's own names
+        set_custom_attributes({"edbus_topic": event.topic, "edbus_subscription": self.group_id,
+                               "edbus_event_id": event.id, "edbus_event_type": event.type,
+                               "edbus_attempt": event.attempt, "id": event.id, "event_type": event.type})
         signal = signal_for_type(event.type)
         data = self._codec.decode(signal, event.data)
         metadata = metadata_from_envelope(event.envelope)
