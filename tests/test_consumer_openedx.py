@@ -27,10 +27,10 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def run_consumer(services: Services, tmp_path: Path, module: str) -> subprocess.Popen[str]:
+def run_consumer(services: Services, tmp_path: Path, module: str, *extra: str) -> subprocess.Popen[str]:
     env = services.env(CONSUMING, PYTHONPATH=f"{tmp_path}:{ROOT}")
     return subprocess.Popen([sys.executable, "-m", "django", "consume_events", "-t", TOPIC, "-g", GROUP,
-                             f"--settings={module}"], cwd=ROOT, env=env, text=True,
+                             f"--settings={module}", *extra], cwd=ROOT, env=env, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
@@ -61,4 +61,27 @@ def test_a_bad_handler_timeout_setting_is_a_fatal_error_that_names_it(tmp_path: 
     proc = run_consumer(services, tmp_path, module)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 1
-    assert "EDBUS_CONSUMER_HANDLER_TIMEOUT must be a number of seconds > 0, not 'soon'" in err
+    assert "EDBUS_CONSUMER_HANDLER_TIMEOUT) must be a number, not 'soon'" in err
+
+
+def test_health_port_and_a_redis_style_consumer_name_given_in_extra_serve_the_probes(tmp_path: Path) -> None:
+    """What the Tutor plugin runs: ``--extra '{"health_port": N, ...}'`` (no setting), and the Redis bus's
+    ``consumer_name`` option accepted, so its commands run unchanged."""
+    services = Services(tmp_path)
+    port = free_port()
+    module = service_settings(tmp_path)
+    proc = run_consumer(services, tmp_path, module, "--extra",
+                        f'{{"health_port": {port}, "handler_timeout": 30, "consumer_name": "lms-1"}}')
+
+    def live() -> int | None:
+        try:
+            return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5).status_code
+        except httpx.ConnectError:
+            assert proc.poll() is None, proc.communicate()[1]
+            return None
+
+    try:
+        assert eventually(live, timeout=60) == 200
+    finally:
+        code, err = stop(proc)
+    assert code == 0, err

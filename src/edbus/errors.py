@@ -15,6 +15,8 @@ Every error edbus raises on purpose is an ``EdbusError``::
     │   ├── StoreUnavailableError   missing, unreadable, read-only, corrupt or full store; broker down
     │   └── PublishTimeoutError     no acknowledgement before the deadline: the outcome is unknown
     ├── NotFoundError               a topic, subscription or event that does not exist
+    ├── StuckHandlerError           a handler passed handler_timeout and its thread cannot be freed:
+    │                               the consumer process must exit (status 75) and be restarted
     └── AccessError                 the broker refused who we are or what we asked; no retry cures it
         ├── AuthenticationError     credentials refused (wrong or expired token), or the broker's TLS
         │                           certificate not trusted (CA file, hostname)
@@ -51,6 +53,7 @@ __all__ = [
     "SchemaError",
     "StoreError",
     "StoreUnavailableError",
+    "StuckHandlerError",
     "UnknownEventTypeError",
     "ValidationError",
     "redact",
@@ -141,6 +144,11 @@ class PublishTimeoutError(StoreError):
 
 class NotFoundError(EdbusError):
     """A topic, subscription or event that does not exist."""
+
+
+class StuckHandlerError(EdbusError):
+    """A handler ran past ``handler_timeout`` and its thread could not be freed: the process must exit
+    (``edbus.bus.timeouts.exit_for_supervisor``, status 75) and be restarted. Its event was released."""
 
 
 class AccessError(EdbusError):

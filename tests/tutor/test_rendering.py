@@ -146,12 +146,12 @@ def test_health_probes_are_rendered_only_when_a_health_port_is_configured(
     root = new_root(EDBUS_CONSUMERS=CONSUMERS[:1], EDBUS_CONSUMER_HEALTH_PORT=8099)
     (compose,) = root.yaml("local", "docker-compose.yml")
     consumer = compose["services"]["edbus-consumer-discovery-catalog"]
-    assert "http://127.0.0.1:8099/live" in consumer["healthcheck"]["test"][-1]
+    assert "http://127.0.0.1:8099/healthz" in consumer["healthcheck"]["test"][-1]
     assert json.loads(consumer["command"][-1]) == {"mode": "key_ordered", "health_port": 8099}
     (container,) = by_kind(root.yaml("k8s", "deployments.yml"), "Deployment")[
         "edbus-consumer-discovery-catalog"]["spec"]["template"]["spec"]["containers"]
-    assert container["livenessProbe"]["httpGet"] == {"path": "/live", "port": "health"}
-    assert container["readinessProbe"]["httpGet"] == {"path": "/ready", "port": "health"}
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "health"}
     assert container["ports"] == [{"containerPort": 8099, "name": "health"}]
 
 

@@ -37,10 +37,11 @@ DEFAULTS: dict[str, Any] = {
     "RUN_PULSAR": True,
     "PULSAR_DOCKER_IMAGE": "apachepulsar/pulsar:3.0.7",
     "PULSAR_MEMORY": "-Xms512m -Xmx512m -XX:MaxDirectMemorySize=512m",
-    # Health probes of the consumers: off (None) until the consumer serves them (edbus issue 14).
+    # Health probes of the consumers (a port, e.g. 8099; None: no probes): /healthz is alive while the
+    # consumer's loop turns, /readyz while its store answers (edbus docs/operations.md).
     "CONSUMER_HEALTH_PORT": None,
-    "CONSUMER_LIVENESS_PATH": "/live",
-    "CONSUMER_READINESS_PATH": "/ready",
+    "CONSUMER_LIVENESS_PATH": "/healthz",
+    "CONSUMER_READINESS_PATH": "/readyz",
     # k8s with the embedded store: the ReadWriteOnce volume shared by the pods (one node only).
     "K8S_STORE_SIZE": "2Gi",
     # True: you mount the embedded store's folder into every Open edX container yourself, so EDBUS_URL

@@ -128,8 +128,9 @@ class Bus:
     def consumer(self, topic: str, subscription: str, *, mode: str | Mode = Mode.KEY_ORDERED,
                  start: str | StartAt = "earliest", concurrency: int = 4, max_attempts: int | None = None,
                  backoff: Backoff | None = None, lease: float = 30.0, batch: int = 256,
-                 name: str | None = None) -> Consumer:
-        """A consumer of a named subscription; register handlers, then ``run()``."""
+                 name: str | None = None, handler_timeout: float | None = None) -> Consumer:
+        """A consumer of a named subscription; register handlers, then ``run()``. ``handler_timeout``:
+        seconds a handler may run before its event is released for retry (docs/operations.md)."""
         from edbus.bus.consumer import Consumer
 
         try:
@@ -143,7 +144,8 @@ class Bus:
             chain = MiddlewareChain([m for m in chain.middleware if not isinstance(m, Retries)]
                                     + [Retries(max_attempts or 5, backoff)])
         return Consumer(self, self.topic(topic), check_subscription(subscription), mode=mode, start=start,
-                        middleware=chain, concurrency=concurrency, lease=lease, batch=batch, name=name)
+                        middleware=chain, concurrency=concurrency, lease=lease, batch=batch, name=name,
+                        handler_timeout=handler_timeout)
 
     def read(self, topic: str, start: str | StartAt = "earliest", *, limit: int | None = None,
              batch: int = 500) -> Iterator[tuple[Message, Envelope, Any]]:

@@ -21,7 +21,7 @@ import time
 from typing import NoReturn
 
 from edbus.backends.base import Delivery
-from edbus.errors import EdbusError
+from edbus.errors import StuckHandlerError
 
 __all__ = ["EXIT_HANDLER_STUCK", "HandlerTimedOut", "RunningHandlers", "StuckHandlerError", "exit_for_supervisor"]
 
@@ -33,11 +33,6 @@ _FREE_GRACE_MAX = 5.0  # seconds given to a timed-out handler's thread to come b
 class HandlerTimedOut(BaseException):  # raised in the handler's thread, like KeyboardInterrupt
     """Raised inside a handler that ran past ``handler_timeout`` (a BaseException: ``except Exception`` in
     the handler does not swallow it)."""
-
-
-class StuckHandlerError(EdbusError):
-    """A handler ran past ``handler_timeout`` and its thread could not be freed: the process must exit
-    (``exit_for_supervisor``) and be restarted. Its event was released for retry."""
 
 
 @dataclasses.dataclass(slots=True)

@@ -17,6 +17,7 @@ from typing import Any
 
 from edbus.backends.base import Mode, StartAt
 from edbus.bus.bus import Bus
+from edbus.bus.health import DEFAULT_STALL_AFTER
 from edbus.bus.retries import Backoff
 from edbus.errors import ConfigError
 
@@ -95,7 +96,8 @@ def _number(options: Mapping[str, Any], name: str, default: Any, kind: type) -> 
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and value != int(value)):
-        raise ConfigError(f"{name} must be a {'whole ' if kind is int else ''}number, not {value!r}")
+        raise ConfigError(f"{name} (--extra, or the setting EDBUS_CONSUMER_{name.upper()}) must be a "
+                          f"{'whole ' if kind is int else ''}number, not {value!r}")
     return kind(value)
 
 
@@ -112,9 +114,16 @@ class ConsumerOptions:
     lease: float = 30.0
     max_events: int | None = None
     idle_timeout: float | None = None
+    handler_timeout: float | None = None  # seconds a receiver may run before its event is released
+    health_port: int | None = None  # serve /healthz and /readyz there
+    stall_after: float = DEFAULT_STALL_AFTER  # seconds without a loop turn before /healthz fails
+    consumer_name: str | None = None  # this process's consumer name (as the Redis bus's --extra option)
 
+    # the first six and the last three also come from EDBUS_CONSUMER_<KEY> settings; --extra wins
     KEYS = ("mode", "concurrency", "max_attempts", "backoff_base", "backoff_max", "start", "offset_time",
-            "replay_from", "lease", "max_events", "idle_timeout")
+            "replay_from", "lease", "max_events", "idle_timeout", "consumer_name", "handler_timeout",
+            "health_port", "stall_after")
+    _FROM_SETTINGS = (*KEYS[:6], *KEYS[-3:])
 
     @classmethod
     def from_settings(cls, extra: Mapping[str, Any]) -> ConsumerOptions:
@@ -122,7 +131,7 @@ class ConsumerOptions:
         if unknown:
             raise ConfigError(f"unknown consume_events --extra option(s) {', '.join(unknown)}: "
                               f"the edbus consumer takes {', '.join(cls.KEYS)}")
-        options = {**{k: setting(f"EDBUS_CONSUMER_{k.upper()}") for k in cls.KEYS[:6]}, **extra}
+        options = {**{k: setting(f"EDBUS_CONSUMER_{k.upper()}") for k in cls._FROM_SETTINGS}, **extra}
         options = {k: v for k, v in options.items() if v is not None}
         try:
             mode = Mode(options.get("mode", "key_ordered"))
@@ -137,7 +146,19 @@ class ConsumerOptions:
                    replay_from=StartAt.parse(str(replay)) if replay else None,
                    lease=_number(options, "lease", 30.0, float),
                    max_events=_number(options, "max_events", None, int),
-                   idle_timeout=_number(options, "idle_timeout", None, float))
+                   idle_timeout=_number(options, "idle_timeout", None, float),
+                   handler_timeout=_number(options, "handler_timeout", None, float),
+                   health_port=_number(options, "health_port", None, int),
+                   stall_after=_number(options, "stall_after", DEFAULT_STALL_AFTER, float),
+                   consumer_name=None if options.get("consumer_name") is None else str(options["consumer_name"]))
         if made.concurrency < 1 or made.max_attempts < 1 or made.lease <= 0:
             raise ConfigError("concurrency and max_attempts must be >= 1, lease > 0")
+        for key in ("handler_timeout", "stall_after"):
+            value = getattr(made, key)
+            if value is not None and value <= 0:
+                raise ConfigError(f"{key} (EDBUS_CONSUMER_{key.upper()}) must be a number of seconds > 0, "
+                                  f"not {value!r}")
+        if made.health_port is not None and not 0 <= made.health_port <= 65535:
+            raise ConfigError(f"health_port (EDBUS_CONSUMER_HEALTH_PORT) must be a port number (0-65535), "
+                              f"not {made.health_port!r}")
         return made

@@ -17,11 +17,11 @@ from openedx_events.event_bus import EventBusConsumer
 from openedx_events.exceptions import SenderValidationError
 from openedx_events.tooling import load_all_signals, prepare_for_new_work_cycle
 
-from edbus.bus.health import DEFAULT_STALL_AFTER, serve_health
+from edbus.bus.health import serve_health
 from edbus.bus.timeouts import StuckHandlerError, exit_for_supervisor
-from edbus.errors import ConfigError, DecodeError
+from edbus.errors import DecodeError
 from edbus.events.types import Event
-from edbus.openedx.config import ConsumerOptions, get_bus, set_custom_attributes, setting
+from edbus.openedx.config import ConsumerOptions, get_bus, set_custom_attributes
 from edbus.openedx.serialization import SignalCodec, metadata_from_envelope, signal_for_type
 
 __all__ = ["ConsumerFatalError", "EdbusConsumer", "ReceiverError"]
@@ -43,20 +43,6 @@ class ConsumerFatalError(SystemExit):
 
     def __str__(self) -> str:
         return self.message
-
-
-def _health_settings() -> tuple[float | None, int | None, float]:
-    """``EDBUS_CONSUMER_HANDLER_TIMEOUT`` (seconds, None: no limit), ``EDBUS_CONSUMER_HEALTH_PORT`` (None: no
-    probes) and ``EDBUS_CONSUMER_STALL_AFTER`` (seconds without a loop turn before /healthz fails)."""
-    timeout = setting("EDBUS_CONSUMER_HANDLER_TIMEOUT")
-    port = setting("EDBUS_CONSUMER_HEALTH_PORT")
-    stall = setting("EDBUS_CONSUMER_STALL_AFTER", DEFAULT_STALL_AFTER)
-    for name, value in (("EDBUS_CONSUMER_HANDLER_TIMEOUT", timeout), ("EDBUS_CONSUMER_STALL_AFTER", stall)):
-        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0):
-            raise ConfigError(f"{name} must be a number of seconds > 0, not {value!r}")
-    if port is not None and (isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535):
-        raise ConfigError(f"EDBUS_CONSUMER_HEALTH_PORT must be a port number (0-65535), not {port!r}")
-    return (None if timeout is None else float(timeout)), port, float(stall)
 
 
 class EdbusConsumer(EventBusConsumer):
@@ -110,19 +96,18 @@ class EdbusConsumer(EventBusConsumer):
             self._codec = SignalCodec(bus.registry)
             consumer = bus.consumer(self.topic, self.group_id, mode=options.mode, start=options.start,
                                     concurrency=options.concurrency, max_attempts=options.max_attempts,
-                                    backoff=options.backoff, lease=options.lease)
+                                    backoff=options.backoff, lease=options.lease, name=options.consumer_name,
+                                    handler_timeout=options.handler_timeout)
             if options.replay_from is not None:
                 bus.backend.subscribe(consumer.topic, self.group_id, options.mode, options.start)
                 bus.backend.seek(consumer.topic, self.group_id, options.replay_from)
                 log.info("edbus: subscription %s of %s moved to %s", self.group_id, consumer.topic,
                          options.replay_from)
             consumer.add_fallback(self.emit)
-            handler_timeout, health_port, stall_after = _health_settings()
-            consumer.handler_timeout = handler_timeout
-            consumer.health.stall_after = stall_after
+            consumer.health.stall_after = options.stall_after
             stop_health = None
-            if health_port is not None:
-                _, stop_health = serve_health(consumer.health, health_port)
+            if options.health_port is not None:
+                _, stop_health = serve_health(consumer.health, options.health_port)
             self.consumer = consumer
             log.info("edbus: consuming %s as subscription %s (%s, concurrency %d, max_attempts %d)",
                      consumer.topic, self.group_id, options.mode.value, options.concurrency, options.max_attempts)

@@ -17,6 +17,19 @@ DEFAULTS: dict[str, Any] = {
     # .. setting_description: The CloudEvents ``source`` of events published through edbus's own API
     #   (events sent through openedx-events keep the ``source`` of their ``EventsMetadata``).
     "EDBUS_SOURCE": "openedx",
+    # .. setting_name: EDBUS_CONSUMER_HANDLER_TIMEOUT
+    # .. setting_default: None
+    # .. setting_description: Seconds a receiver may run before its event is released for retry; a
+    #   receiver whose thread cannot be freed makes consume_events exit with status 75 (None: no limit).
+    "EDBUS_CONSUMER_HANDLER_TIMEOUT": None,
+    # .. setting_name: EDBUS_CONSUMER_HEALTH_PORT
+    # .. setting_default: None
+    # .. setting_description: Port where consume_events serves /healthz and /readyz (None: no probes).
+    "EDBUS_CONSUMER_HEALTH_PORT": None,
+    # .. setting_name: EDBUS_CONSUMER_STALL_AFTER
+    # .. setting_default: 60.0
+    # .. setting_description: Seconds without a turn of the consumer's loop before /healthz fails.
+    "EDBUS_CONSUMER_STALL_AFTER": 60.0,
     # .. setting_name: EDBUS_LOG_FAILED_PAYLOADS
     # .. setting_default: False
     # .. setting_description: Whether a failed send logs the event's data and the error's message (they
