@@ -85,3 +85,26 @@ def test_health_port_and_a_redis_style_consumer_name_given_in_extra_serve_the_pr
     finally:
         code, err = stop(proc)
     assert code == 0, err
+
+
+def test_metrics_port_setting_serves_the_consumers_counters_and_its_subscriptions_backlog(tmp_path: Path) -> None:
+    services = Services(tmp_path)
+    port = free_port()
+    module = service_settings(tmp_path, EDBUS_CONSUMER_METRICS_PORT=port)
+    proc = run_consumer(services, tmp_path, module)
+
+    def scrape() -> str | None:
+        try:
+            response = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5)
+        except httpx.ConnectError:
+            assert proc.poll() is None, proc.communicate()[1]
+            return None
+        return response.text if "edbus_subscription_backlog" in response.text else None
+
+    try:
+        text = eventually(scrape, timeout=60)
+    finally:
+        code, err = stop(proc)
+    assert code == 0, err
+    assert "# TYPE edbus_consumed_events_total counter" in text  # the consumer's own counters
+    assert f'subscription="{GROUP}"' in text

@@ -116,14 +116,15 @@ class ConsumerOptions:
     idle_timeout: float | None = None
     handler_timeout: float | None = None  # seconds a receiver may run before its event is released
     health_port: int | None = None  # serve /healthz and /readyz there
+    metrics_port: int | None = None  # serve Prometheus metrics there (edbus[metrics])
     stall_after: float = DEFAULT_STALL_AFTER  # seconds without a loop turn before /healthz fails
     consumer_name: str | None = None  # this process's consumer name (as the Redis bus's --extra option)
 
-    # the first six and the last three also come from EDBUS_CONSUMER_<KEY> settings; --extra wins
+    # the first six and the last four also come from EDBUS_CONSUMER_<KEY> settings; --extra wins
     KEYS = ("mode", "concurrency", "max_attempts", "backoff_base", "backoff_max", "start", "offset_time",
             "replay_from", "lease", "max_events", "idle_timeout", "consumer_name", "handler_timeout",
-            "health_port", "stall_after")
-    _FROM_SETTINGS = (*KEYS[:6], *KEYS[-3:])
+            "health_port", "stall_after", "metrics_port")
+    _FROM_SETTINGS = (*KEYS[:6], *KEYS[-4:])
 
     @classmethod
     def from_settings(cls, extra: Mapping[str, Any]) -> ConsumerOptions:
@@ -149,6 +150,7 @@ class ConsumerOptions:
                    idle_timeout=_number(options, "idle_timeout", None, float),
                    handler_timeout=_number(options, "handler_timeout", None, float),
                    health_port=_number(options, "health_port", None, int),
+                   metrics_port=_number(options, "metrics_port", None, int),
                    stall_after=_number(options, "stall_after", DEFAULT_STALL_AFTER, float),
                    consumer_name=None if options.get("consumer_name") is None else str(options["consumer_name"]))
         if made.concurrency < 1 or made.max_attempts < 1 or made.lease <= 0:
@@ -158,7 +160,9 @@ class ConsumerOptions:
             if value is not None and value <= 0:
                 raise ConfigError(f"{key} (EDBUS_CONSUMER_{key.upper()}) must be a number of seconds > 0, "
                                   f"not {value!r}")
-        if made.health_port is not None and not 0 <= made.health_port <= 65535:
-            raise ConfigError(f"health_port (EDBUS_CONSUMER_HEALTH_PORT) must be a port number (0-65535), "
-                              f"not {made.health_port!r}")
+        for key in ("health_port", "metrics_port"):
+            port = getattr(made, key)
+            if port is not None and not 0 <= port <= 65535:
+                raise ConfigError(f"{key} (EDBUS_CONSUMER_{key.upper()}) must be a port number (0-65535), "
+                                  f"not {port!r}")
         return made

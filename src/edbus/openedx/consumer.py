@@ -10,18 +10,20 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from openedx_events.event_bus import EventBusConsumer
 from openedx_events.exceptions import SenderValidationError
 from openedx_events.tooling import load_all_signals, prepare_for_new_work_cycle
 
+from edbus.bus.bus import Bus
 from edbus.bus.health import serve_health
+from edbus.bus.metrics import serve_bus_metrics
 from edbus.bus.timeouts import StuckHandlerError, exit_for_supervisor
 from edbus.errors import DecodeError
 from edbus.events.types import Event
-from edbus.openedx.config import ConsumerOptions, get_bus, set_custom_attributes
+from edbus.openedx.config import ConsumerOptions, get_bus, set_custom_attributes, setting
 from edbus.openedx.serialization import SignalCodec, metadata_from_envelope, signal_for_type
 
 __all__ = ["ConsumerFatalError", "EdbusConsumer", "ReceiverError"]
@@ -94,6 +96,21 @@ class EdbusConsumer(EventBusConsumer):
             load_all_signals()
             bus = get_bus()
             self._codec = SignalCodec(bus.registry)
+            stop_metrics: Callable[[], None] | None = None
+            if options.metrics_port is not None:
+                # before bus.consumer(): a consumer takes the middleware the bus has when it is made; the
+                # store gauges read the store through a bus of their own
+                stats_bus = Bus.from_url(setting("EDBUS_URL") or None, create=False)
+                try:
+                    stop_serving = serve_bus_metrics(bus, options.metrics_port, stats_bus=stats_bus,
+                                                     topics=[bus.topic(self.topic)])
+                except BaseException:
+                    stats_bus.close()
+                    raise
+
+                def stop_metrics() -> None:
+                    stop_serving()
+                    stats_bus.close()
             consumer = bus.consumer(self.topic, self.group_id, mode=options.mode, start=options.start,
                                     concurrency=options.concurrency, max_attempts=options.max_attempts,
                                     backoff=options.backoff, lease=options.lease, name=options.consumer_name,
@@ -116,6 +133,8 @@ class EdbusConsumer(EventBusConsumer):
             finally:
                 if stop_health is not None:
                     stop_health()
+                if stop_metrics is not None:
+                    stop_metrics()
             log.info("edbus: consumer of %s stopped after %d event(s)", consumer.topic, processed)
         except StuckHandlerError as exc:
             exit_for_supervisor(exc)  # a SystemExit would wait for the stuck thread for ever

@@ -26,6 +26,10 @@ DEFAULTS: dict[str, Any] = {
     # .. setting_default: None
     # .. setting_description: Port where consume_events serves /healthz and /readyz (None: no probes).
     "EDBUS_CONSUMER_HEALTH_PORT": None,
+    # .. setting_name: EDBUS_CONSUMER_METRICS_PORT
+    # .. setting_default: None
+    # .. setting_description: Port where consume_events serves Prometheus metrics (needs edbus[metrics]).
+    "EDBUS_CONSUMER_METRICS_PORT": None,
     # .. setting_name: EDBUS_CONSUMER_STALL_AFTER
     # .. setting_default: 60.0
     # .. setting_description: Seconds without a turn of the consumer's loop before /healthz fails.
