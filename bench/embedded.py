@@ -1,9 +1,11 @@
 """Benchmark of the embedded store: `make bench` (or `.venv/bin/python bench/embedded.py`).
 
 Prints, for 1 KB events (Avro payload + envelope headers): the machine's raw fsync rate, single durable
-publish, batched durable publish (one producer; two producer processes), consume + ack per consumer
-process, and publish→handler latency at a fixed 1,000 events/s with producer and consumer in separate
-processes. Results go to docs/benchmarks.md by hand, with this command.
+publish against SQLite's own one-row-per-commit rate (WAL, synchronous=FULL, a row of the event's size;
+measured in alternating rounds, so that both see the same disk), single durable publishes from 8 threads
+and from 4 processes, batched durable publish (one producer; two producer processes), consume + ack per
+consumer process, and publish→handler latency at a fixed 1,000 events/s with producer and consumer in
+separate processes. Results go to docs/benchmarks.md by hand, with this command.
 """
 
 from __future__ import annotations
@@ -11,8 +13,10 @@ from __future__ import annotations
 import argparse
 import multiprocessing as mp
 import os
+import sqlite3
 import statistics
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -40,12 +44,88 @@ def fsync_rate(folder: Path, n: int = 2000) -> float:
     return rate
 
 
-def single_publish(url: str, n: int) -> float:
+class SqliteRows:
+    """SQLite's own rate for the same durable work: one row of ``size`` bytes per commit, WAL,
+    synchronous=FULL, SQLite's default checkpointing."""
+
+    def __init__(self, path: Path, size: int) -> None:
+        self.db = sqlite3.connect(path, isolation_level=None)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=FULL")
+        self.db.execute("CREATE TABLE IF NOT EXISTS t(id INTEGER PRIMARY KEY, data BLOB NOT NULL)")
+        self.row = (os.urandom(size),)
+
+    def rate(self, n: int) -> float:
+        start = time.perf_counter()
+        for _ in range(n):
+            self.db.execute("INSERT INTO t(data) VALUES (?)", self.row)
+        return n / (time.perf_counter() - start)
+
+
+def single_vs_sqlite(folder: Path, url: str, size: int, n: int, rounds: int) -> tuple[list[float], list[float]]:
+    """Single durable publishes and SQLite one-row commits in alternating rounds of ``n`` each (the disk's
+    speed drifts on a shared machine: only figures taken side by side compare)."""
+    rows = SqliteRows(folder / "sqlite-rows.db", size)
+    edbus: list[float] = []
+    sqlite: list[float] = []
     with Bus.from_url(url) as bus:
+        for i in range(200):  # warm up both: schemas registered, WAL files created
+            bus.publish(TOPIC, EVENT, payload(i))
+        rows.rate(200)
+        for _ in range(rounds):
+            sqlite.append(rows.rate(n))
+            start = time.perf_counter()
+            for i in range(n):
+                bus.publish(TOPIC, EVENT, payload(i))
+            edbus.append(n / (time.perf_counter() - start))
+    rows.db.close()
+    return edbus, sqlite
+
+
+def threaded_publish(url: str, n: int, threads: int) -> float:
+    """``threads`` threads of one process sharing one Bus, each publishing one event per call."""
+    with Bus.from_url(url) as bus:
+        bus.publish(TOPIC, EVENT, payload(0))
+        gate = threading.Barrier(threads + 1)
+
+        def run() -> None:
+            gate.wait()
+            for i in range(n // threads):
+                bus.publish(TOPIC, EVENT, payload(i))
+
+        workers = [threading.Thread(target=run) for _ in range(threads)]
+        for w in workers:
+            w.start()
+        gate.wait()
+        start = time.perf_counter()
+        for w in workers:
+            w.join()
+        return n // threads * threads / (time.perf_counter() - start)
+
+
+def _single(url: str, n: int, out: mp.Queue) -> None:  # type: ignore[type-arg]
+    with Bus.from_url(url) as bus:
+        bus.publish(TOPIC, EVENT, payload(0))
+        out.put("ready")
         start = time.perf_counter()
         for i in range(n):
             bus.publish(TOPIC, EVENT, payload(i))
-        return n / (time.perf_counter() - start)
+        out.put((start, time.perf_counter()))
+
+
+def process_publish(url: str, n: int, processes: int) -> float:
+    """``processes`` processes, each publishing one event per call."""
+    ctx = mp.get_context("spawn")
+    out: mp.Queue = ctx.Queue()  # type: ignore[type-arg]
+    procs = [ctx.Process(target=_single, args=(url, n // processes, out)) for _ in range(processes)]
+    for p in procs:
+        p.start()
+    for _ in procs:
+        out.get(timeout=60)
+    spans = [out.get(timeout=600) for _ in procs]
+    for p in procs:
+        p.join()
+    return n // processes * processes / (max(e for _, e in spans) - min(s for s, _ in spans))
 
 
 def _batched(url: str, n: int, batch: int, out: mp.Queue) -> None:  # type: ignore[type-arg]
@@ -137,7 +217,11 @@ def main() -> None:
     parser.add_argument("--dir", default=None, help="folder for the store (default: a temp folder on the "
                         "working directory's disk)")
     parser.add_argument("--events", type=int, default=100_000)
-    parser.add_argument("--single", type=int, default=5_000)
+    parser.add_argument("--single", type=int, default=2_000, help="single publishes per round")
+    parser.add_argument("--rounds", type=int, default=5, help="alternating rounds of single publish and "
+                        "SQLite one-row commits")
+    parser.add_argument("--concurrent", type=int, default=10_000, help="single publishes by 8 threads, "
+                        "and by 4 processes")
     parser.add_argument("--batch", type=int, default=1_000)
     parser.add_argument("--rate", type=int, default=1_000)
     parser.add_argument("--seconds", type=float, default=10.0)
@@ -150,7 +234,16 @@ def main() -> None:
     print(f"store: {folder}/bench.db   event size: {size} bytes   cores: {os.cpu_count()}")
     print(f"raw fsync (1 KB write + fsync):      {fsync_rate(folder):>10,.0f} /s")
     if args.only in (None, "publish", "consume"):
-        print(f"single durable publish:              {single_publish(url, args.single):>10,.0f} events/s")
+        edbus, sqlite = single_vs_sqlite(folder, url, size, args.single, args.rounds)
+        ratios = sorted(e / s for e, s in zip(edbus, sqlite, strict=True))
+        print(f"single durable publish:              {statistics.median(edbus):>10,.0f} events/s  "
+              f"(rounds: {', '.join(f'{r:,.0f}' for r in edbus)})")
+        print(f"SQLite one {size}-byte row per commit: {statistics.median(sqlite):>10,.0f} rows/s    "
+              f"(rounds: {', '.join(f'{r:,.0f}' for r in sqlite)})")
+        print(f"  single publish / SQLite, per round: median {statistics.median(ratios):.0%} "
+              f"(range {ratios[0]:.0%}-{ratios[-1]:.0%})")
+        print(f"single publishes, 8 threads:         {threaded_publish(url, args.concurrent, 8):>10,.0f} events/s")
+        print(f"single publishes, 4 processes:       {process_publish(url, args.concurrent, 4):>10,.0f} events/s")
         for producers in (1, 2):
             rate = batched_publish(url, args.events, args.batch, producers)
             print(f"batched publish ({args.batch}/txn, {producers} producer(s)): {rate:>10,.0f} events/s")
@@ -160,7 +253,7 @@ def main() -> None:
         p50, p99, mean, call50, call99 = latency(url, args.rate, args.seconds)
         print(f"publish→handler at {args.rate}/s: p50 {p50:.2f} ms   p99 {p99:.2f} ms   mean {mean:.2f} ms")
         print(f"  of which the durable publish call:  p50 {call50:.2f} ms   p99 {call99:.2f} ms")
-    for f in folder.glob("bench.db*"):
+    for f in [*folder.glob("bench.db*"), *folder.glob("sqlite-rows.db*")]:
         if f.is_dir():
             for g in f.iterdir():
                 g.unlink()

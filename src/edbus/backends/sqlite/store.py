@@ -44,6 +44,8 @@ _EVENT_COLUMNS = "ev.seq, ev.id, ev.type, ev.key, ev.headers, ev.payload, ev.pub
 _HISTORY_KEEP = 100  # failed attempts kept in a delivery's history (the first and the latest ones)
 _HEARTBEAT_EVERY = 5.0  # seconds between a consumer's liveness records
 _to_json = json.JSONEncoder(separators=(",", ":")).encode
+_INSERT_EVENT = ("INSERT OR IGNORE INTO events(topic, id, type, key, headers, payload, size, published_at) "
+                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
 
 
 def _message(row: Sequence[Any]) -> Message:
@@ -72,6 +74,7 @@ class SqliteBackend(Backend):
         self._sender = WakeSender(self._wake_folder)
         self._listener: WakeListener | None = None
         self._beats: dict[tuple[int, str], float] = {}
+        self._topics: set[str] = set()  # topics this process knows are in the topics table
 
     @classmethod
     def from_url(cls, url: str, *, create: bool = True) -> SqliteBackend:
@@ -102,12 +105,18 @@ class SqliteBackend(Backend):
         for r in records:
             headers = _to_json(r.headers)
             rows.append((topic, r.id, r.type, r.key, headers, r.payload, len(headers) + len(r.payload), now))
+        new_topic = topic not in self._topics
         with self.conn.transaction(durable=True) as db:
-            db.execute("INSERT OR IGNORE INTO topics(name, created) VALUES (?, ?)", (topic, now))
-            cur = db.executemany("INSERT OR IGNORE INTO events(topic, id, type, key, headers, payload, size, "
-                                 "published_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
-            if cur.rowcount != len(rows):
+            if new_topic:  # topics are never deleted: once seen by this process, one statement less
+                db.execute("INSERT OR IGNORE INTO topics(name, created) VALUES (?, ?)", (topic, now))
+            if len(rows) == 1:
+                stored = db.execute(_INSERT_EVENT, rows[0]).rowcount
+            else:
+                stored = db.executemany(_INSERT_EVENT, rows).rowcount
+            if stored != len(rows):
                 self._check_duplicates(db, topic, records)
+        if new_topic:
+            self._topics.add(topic)
         self._sender.notify()
 
     def _check_duplicates(self, db: sqlite3.Connection, topic: str, records: Sequence[Record]) -> None:
@@ -275,8 +284,10 @@ class SqliteBackend(Backend):
         record = message.record
         now = time.time()
         with self.conn.transaction(durable=True) as db:
-            gone = db.execute("DELETE FROM deliveries WHERE sub=? AND seq=? AND token=?", delivery.handle)
-            if gone.rowcount != 1:
+            # rowcount at once: a cursor alive after the lock is released resets its cached statement
+            # while another thread may be running it (SQLITE_MISUSE under concurrent threads)
+            gone = db.execute("DELETE FROM deliveries WHERE sub=? AND seq=? AND token=?", delivery.handle).rowcount
+            if gone != 1:
                 return  # our lease expired and the event went to another consumer: it decides
             db.execute("INSERT OR IGNORE INTO topics(name, created) VALUES (?, ?)", (target, now))
             # dead-lettered again (after a replay): the latest error and history replace the old ones
