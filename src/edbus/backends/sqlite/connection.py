@@ -73,6 +73,28 @@ def append_sync(synchronous: str) -> str:
     return value.upper()
 
 
+def _create_private(path: Path) -> None:
+    """Create the store file readable by its owner only, and each missing folder above it 0700: events
+    may carry personal data. SQLite gives the -wal and -shm files the database file's permissions."""
+    missing = []
+    folder = path.parent
+    while not folder.exists():
+        missing.append(folder)
+        folder = folder.parent
+    try:
+        for folder in reversed(missing):
+            with contextlib.suppress(FileExistsError):  # another process made it meanwhile
+                folder.mkdir(mode=0o700)
+                os.chmod(folder, 0o700)  # mkdir's mode is filtered by the umask; never wider than 0700
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        os.fchmod(fd, 0o600)
+        os.close(fd)  # an empty file is an empty SQLite database
+    except FileExistsError:
+        pass  # another process created the store meanwhile
+    except OSError as exc:
+        raise StoreUnavailableError(f"cannot create {exc.filename or path}: {exc.strerror}") from None
+
+
 def _explain(exc: sqlite3.Error, path: Path) -> StoreUnavailableError:
     text = str(exc)
     code = getattr(exc, "sqlite_errorname", "")  # the extended result code, e.g. SQLITE_IOERR_WRITE
@@ -111,10 +133,7 @@ class StoreConnection:
                 raise StoreUnavailableError(
                     f"no edbus store at {path} (a producer creates it when it first publishes; "
                     "or point EDBUS_URL / --url at the right one)")
-            try:
-                path.parent.mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                raise StoreUnavailableError(f"cannot create {path.parent}: {exc.strerror}") from None
+            _create_private(path)
         self._open()
 
     def _open(self) -> None:
