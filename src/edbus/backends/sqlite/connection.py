@@ -8,6 +8,7 @@ import os
 import sqlite3
 import threading
 import time
+import weakref
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,16 +17,36 @@ from edbus.errors import ConfigError, StoreUnavailableError
 __all__ = ["DDL", "Checkpointer", "StoreConnection", "append_sync", "default_path"]
 
 log = logging.getLogger("edbus.sqlite")
-_abandoned: list[sqlite3.Connection] = []  # connections inherited across fork(): never used, never closed
-_forks = 0  # forks this process descends from: a connection opened in another generation is not ours
+_forks = 0  # forks this process descends from: a lock made in another generation is not ours
+_lock_swap = threading.Lock()
+_live: weakref.WeakSet[StoreConnection] = weakref.WeakSet()  # every open StoreConnection of this process
 
 
-def _forked() -> None:
-    global _forks
-    _forks += 1
+def _before_fork() -> None:
+    """Close every store connection of this process (each held closed by its lock) before ``fork()``.
+
+    SQLite keeps per-process lock state in memory; a child inherits that memory but not the POSIX locks
+    it describes, so any connection the child opens to the same file believes it holds locks it does
+    not hold: a parent closing its last connection then deleted the WAL the child was committing to
+    (acknowledged events lost, measured). With nothing open at the fork, the child starts clean; both
+    sides reconnect at their next transaction."""
+    for conn in list(_live):
+        conn.suspend()
 
 
-os.register_at_fork(after_in_child=_forked)  # cheaper than a getpid() system call per transaction
+def _after_fork_in_parent() -> None:
+    for conn in list(_live):
+        conn.resume()
+
+
+def _after_fork_in_child() -> None:
+    global _forks, _lock_swap
+    _lock_swap = threading.Lock()
+    _forks += 1  # checked per transaction: cheaper than a getpid() system call
+
+
+os.register_at_fork(before=_before_fork, after_in_parent=_after_fork_in_parent,
+                    after_in_child=_after_fork_in_child)
 
 DDL = """
 CREATE TABLE IF NOT EXISTS topics(name TEXT PRIMARY KEY, created REAL NOT NULL);
@@ -137,9 +158,15 @@ class StoreConnection:
         self._open()
 
     def _open(self) -> None:
-        """Connect (again, in a forked child: a connection must never cross a fork)."""
-        self._generation = _forks
+        self._lock_generation = _forks
         self.lock = threading.RLock()
+        self._suspended = False
+        self._closed = False
+        self._connect()
+        _live.add(self)
+
+    def _connect(self) -> None:
+        """Connect, with the Checkpointer; ``self._connected_in`` says in which fork generation."""
         self._sync = self.durable_sync
         db = None
         try:
@@ -158,19 +185,44 @@ class StoreConnection:
             raise _explain(exc, self.path) from None
         self.db = db
         self._checkpointer = Checkpointer(self.path)
+        self._connected_in = _forks
 
-    def _after_fork(self) -> None:
-        # The parent's handle is left alone (closing it here could disturb the parent's locks) and
-        # kept referenced so that garbage collection never closes it in this process either.
-        _abandoned.append(self.db)
-        self._open()
+    def _own_lock(self) -> None:
+        """In a forked child: a lock of its own (the parent's may be held by a thread the child lacks)."""
+        with _lock_swap:
+            if self._lock_generation != _forks:
+                self.lock = threading.RLock()
+                self._suspended = False
+                self._lock_generation = _forks
 
+    def _reconnect(self) -> None:
+        """After a fork (see ``_before_fork``), under the lock."""
+        if self._closed:
+            raise StoreUnavailableError(f"edbus store {self.path} is closed")
+        self._connect()
+
+    def suspend(self) -> None:
+        """Before ``fork()``: close, and hold the lock until ``resume`` (the parent) or forever (the child,
+        which makes a new lock)."""
+        self.lock.acquire()
+        self._suspended = True
+        if self._connected_in != -1 and not self._closed:
+            self._checkpointer.stop()
+            self.db.close()
+            self._connected_in = -1
+
+    def resume(self) -> None:
+        if self._suspended:
+            self._suspended = False
+            self.lock.release()  # the next transaction connects again
 
     @contextlib.contextmanager
     def transaction(self, *, durable: bool = False, write: bool = True) -> Iterator[sqlite3.Connection]:
-        if self._generation != _forks:
-            self._after_fork()
+        if self._lock_generation != _forks:
+            self._own_lock()
         with self.lock:
+            if self._connected_in != _forks:
+                self._reconnect()
             try:
                 sync = self.durable_sync if durable else "NORMAL"
                 if sync != self._sync:
@@ -216,11 +268,14 @@ class StoreConnection:
             pause = min(pause * 2, 0.0005)
 
     def close(self) -> None:
-        if self._generation != _forks:
-            return  # the parent's connection: not ours to close
-        self._checkpointer.stop()
+        _live.discard(self)
+        if self._lock_generation != _forks:
+            self._own_lock()  # a forked child: closed before the fork, nothing of ours is open
         with self.lock:
-            self.db.close()
+            if not self._closed and self._connected_in != -1:
+                self._checkpointer.stop()
+                self.db.close()
+            self._closed = True
 
 
 class Checkpointer:
