@@ -50,13 +50,20 @@ os.register_at_fork(before=_before_fork, after_in_parent=_after_fork_in_parent,
 
 DDL = """
 CREATE TABLE IF NOT EXISTS topics(name TEXT PRIMARY KEY, created REAL NOT NULL);
--- AUTOINCREMENT: a position is never reused after retention deletes the newest events.
+-- A position is never reused after the newest events are deleted: deleting the newest event leaves a
+-- placeholder at its position (topic '', never read). Not AUTOINCREMENT, which writes one more page per
+-- commit (sqlite_sequence); stores made before keep it, and both kinds work with either code.
 CREATE TABLE IF NOT EXISTS events(
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    seq INTEGER PRIMARY KEY,
     topic TEXT NOT NULL, id TEXT NOT NULL, type TEXT NOT NULL, key TEXT,
     headers TEXT NOT NULL, payload BLOB NOT NULL, size INTEGER NOT NULL, published_at REAL NOT NULL);
 CREATE UNIQUE INDEX IF NOT EXISTS events_topic_id ON events(topic, id);
 CREATE INDEX IF NOT EXISTS events_topic_seq ON events(topic, seq);
+CREATE TRIGGER IF NOT EXISTS events_keep_last_position AFTER DELETE ON events
+WHEN old.seq > (SELECT coalesce(max(seq), 0) FROM events) BEGIN
+    INSERT OR REPLACE INTO events(seq, topic, id, type, key, headers, payload, size, published_at)
+    VALUES (old.seq, '', 'edbus:last-position', '', NULL, '{}', x'', 0, 0);
+END;
 CREATE TABLE IF NOT EXISTS subscriptions(
     id INTEGER PRIMARY KEY AUTOINCREMENT, topic TEXT NOT NULL, name TEXT NOT NULL, mode TEXT NOT NULL,
     cursor INTEGER NOT NULL, created REAL NOT NULL, owner TEXT, owner_expires REAL NOT NULL DEFAULT 0,
