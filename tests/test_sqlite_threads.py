@@ -48,3 +48,25 @@ def test_eight_threads_appending_to_one_store_all_succeed_and_every_event_is_sto
         assert errors == []
         stored = bus.backend.read("notes", StartAt("earliest"), THREADS * EACH + 1)
     assert sorted(m.record.id for m in stored) == sorted(r.id for batch in records for r in batch)
+
+
+def test_a_refused_append_in_a_group_commit_fails_only_its_own_caller(tmp_path: Path) -> None:
+    from edbus.backends import Record
+    from edbus.backends.sqlite.store import SqliteBackend, _Pending
+    from edbus.errors import ValidationError
+
+    backend = SqliteBackend(tmp_path / "bus.db")
+    try:
+        backend.append("t", [Record("taken", "t.v1", None, {}, b"first")])
+
+        def pending(id_: str, payload: bytes) -> _Pending:
+            return _Pending("t", [Record(id_, "t.v1", None, {}, payload)],
+                            [("t", id_, "t.v1", None, "{}", payload, 2 + len(payload), 0.0)])
+
+        batch = [pending("a", b"1"), pending("taken", b"other"), pending("b", b"2")]
+        backend._commit(batch, batch[0])
+        assert [type(p.error) for p in batch] == [type(None), ValidationError, type(None)]
+        stored = {m.record.id: m.record.payload for m in backend.read("t", StartAt("earliest"), 10)}
+        assert stored == {"taken": b"first", "a": b"1", "b": b"2"}
+    finally:
+        backend.close()

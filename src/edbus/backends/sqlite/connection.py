@@ -45,6 +45,11 @@ def _after_fork_in_child() -> None:
     _forks += 1  # checked per transaction: cheaper than a getpid() system call
 
 
+def forks() -> int:
+    """How many forks this process descends from (state kept per process compares it)."""
+    return _forks
+
+
 os.register_at_fork(before=_before_fork, after_in_parent=_after_fork_in_parent,
                     after_in_child=_after_fork_in_child)
 
