@@ -8,7 +8,9 @@ exit code 1; a usage mistake exits 2.
 from __future__ import annotations
 
 import dataclasses
+import importlib.metadata
 import json
+import logging
 import time
 from collections.abc import Iterator
 from typing import IO, Any
@@ -29,7 +31,9 @@ from edbus.cli.common import (
 from edbus.cli.output import console, echo_json, human_age, human_bytes, table
 from edbus.errors import EdbusError, ValidationError
 
-__all__ = ["cli", "main"]
+__all__ = ["COMMANDS_GROUP", "ELSEWHERE", "cli", "main"]
+
+log = logging.getLogger("edbus.cli")
 
 # click's own exceptions print themselves; a closed stdout (edbus tail t | head) is handled by click
 _PASS_THROUGH = (click.ClickException, click.exceptions.Exit, click.Abort, BrokenPipeError)
@@ -37,6 +41,13 @@ _PASS_THROUGH = (click.ClickException, click.exceptions.Exit, click.Abort, Broke
 
 class EdbusGroup(click.Group):
     """Turns every error into one line and exit code 1 (``--debug`` shows the traceback instead)."""
+
+    def resolve_command(self, ctx: click.Context, args: list[str]) -> tuple[str | None, click.Command | None,
+                                                                            list[str]]:
+        name = click.utils.make_str(args[0]) if args else None
+        if name is not None and name not in self.commands and name in ELSEWHERE:
+            raise CliError(ELSEWHERE[name])
+        return super().resolve_command(ctx, args)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -241,19 +252,50 @@ def retention(ctx: click.Context, older_than: float) -> None:
     click.echo(f"deleted {deleted} event(s) older than {older_than:g}s")
 
 
+# Commands that come with other distributions: the hint a user gets when that distribution is missing.
+ELSEWHERE = {
+    "demo": "edbus demo comes with edbus-services: pip install ./services (from the edbus repository)",
+    "xapi-feed": "edbus xapi-feed comes with edbus-services: pip install ./services (from the edbus repository)",
+}
+COMMANDS_GROUP = "edbus.commands"  # entry points: click commands other distributions add to `edbus`
+
+
 def _register() -> None:
-    from edbus.apps.xapi.cli import xapi_feed
     from edbus.cli.consume import consume
     from edbus.cli.dashboard import dashboard
-    from edbus.cli.demo import demo
     from edbus.cli.dlq import dlq
     from edbus.cli.exporter import exporter
     from edbus.cli.outbox import outbox
     from edbus.cli.schema import schema
     from edbus.cli.tail import tail
 
-    for command in (tail, consume, dlq, schema, demo, outbox, xapi_feed, exporter, dashboard):
+    for command in (tail, consume, dlq, schema, outbox, exporter, dashboard):
         cli.add_command(command)
+    for entry in importlib.metadata.entry_points(group=COMMANDS_GROUP):
+        if entry.name not in cli.commands:  # a plugin never replaces a command of edbus's own
+            cli.add_command(_plugin_command(entry), entry.name)
+
+
+def _plugin_command(entry: importlib.metadata.EntryPoint) -> click.Command:
+    """The click command ``entry`` names; one that does not load becomes a command that says why in one line
+    when run, so a broken plugin never breaks the other commands."""
+    try:
+        command = entry.load()
+        if not isinstance(command, click.Command):
+            raise TypeError(f"{entry.value} is a {type(command).__name__}, not a click command")
+        return command
+    except Exception as exc:
+        dist = entry.dist.name if entry.dist is not None else "its distribution"
+        reason = f"edbus {entry.name} ({entry.value}, from {dist}) does not load: {type(exc).__name__}: {exc}"
+        log.warning("%s", reason)
+
+        @click.command(entry.name, short_help=f"(does not load: {type(exc).__name__})",
+                       context_settings={"ignore_unknown_options": True, "allow_extra_args": True,
+                                         "help_option_names": []})
+        def broken() -> None:
+            raise CliError(reason)
+
+        return broken
 
 
 _register()

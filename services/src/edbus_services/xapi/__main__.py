@@ -1,0 +1,3 @@
+from edbus_services.xapi.cli import xapi_feed
+
+xapi_feed()

@@ -1,3 +1,0 @@
-from edbus.apps.xapi.cli import xapi_feed
-
-xapi_feed()
