@@ -6,10 +6,10 @@ STAMP   = $(VENV)/.installed
 
 .PHONY: demo test lint typecheck unit test-secured test-cluster test-openedx-matrix bench bench-wakeup clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml services/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade "pip==24.3.1"
-	$(BIN)/pip install --quiet -e ".[dev]"
+	$(BIN)/pip install --quiet -e ".[dev]" -e ./services
 	touch $(STAMP)
 
 # The demo with the xAPI feed: a Ralph LRS (scripts/ralph.sh, installed the first time) on a free port with
@@ -26,11 +26,12 @@ demo: $(STAMP)
 	else echo "make demo: Ralph did not start (above): the demo runs without the xAPI feed" >&2; $(BIN)/edbus demo; fi
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests bench integrations
+	$(BIN)/ruff check src tests bench integrations services scripts
 
 # The package, then the Tutor plugin against the Tutor it is tested with (its own venv, built once).
 typecheck: $(STAMP)
 	$(BIN)/mypy
+	$(BIN)/mypy --strict --follow-imports=silent scripts/architecture.py
 	$(BIN)/python -c "from tests.tutor.tutor_venv import install; install()"
 	$(BIN)/mypy --strict --python-executable $$HOME/.cache/edbus/tutor-venv-22.0.3/bin/python integrations/tutor/tutoredbus
 

@@ -32,9 +32,9 @@ from opaque_keys.edx.keys import CourseKey
 from openedx_events.content_authoring.data import CourseCatalogData, CourseData, CourseScheduleData
 
 from edbus import Bus, Mode
-from edbus.apps.catalog import CatalogReplica, SignalPublisher, rebuild
-from edbus.apps.catalog.planner import plan_events
-from edbus.apps.catalog.signals import COURSE_CATALOG_INFO_CHANGED, COURSE_CREATED
+from edbus_services.catalog import CatalogReplica, SignalPublisher, rebuild
+from edbus_services.catalog.planner import plan_events
+from edbus_services.catalog.signals import COURSE_CATALOG_INFO_CHANGED, COURSE_CREATED
 
 CONCURRENCY = 16  # handler threads of the replica process: more writes share each commit
 TICK = 0.01  # the publisher sends what is due every 10 ms, in one transaction

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Ralph (ralph-malph on PyPI), a real xAPI 1.0.3 LRS, on loopback with its filesystem backend and HTTP Basic
-# credentials, for the xAPI feed (edbus.apps.xapi) and its tests. No Docker: PyPI only.
+# credentials, for the xAPI feed (edbus_services.xapi) and its tests. No Docker: PyPI only.
 #   scripts/ralph.sh install   create the venv (once): ~/.cache/edbus/ralph-venv, apart from edbus's venv
 #   scripts/ralph.sh start     install if needed, write the credentials, start, wait until ready (60 s limit)
 #   scripts/ralph.sh stop      stop it (SIGTERM, then SIGKILL after 15 s)

@@ -172,7 +172,6 @@ def test_the_demo_on_pulsar_ends_with_the_replica_equal_to_the_source_and_poison
     import re
 
     from click.testing import CliRunner
-
     from edbus.cli.demo import demo
 
     result = CliRunner().invoke(demo, ["--url", url, "--workdir", str(tmp_path / "run"), "--courses", "30",
@@ -184,8 +183,8 @@ def test_the_demo_on_pulsar_ends_with_the_replica_equal_to_the_source_and_poison
 
 def test_a_replica_killed_mid_run_on_pulsar_has_its_events_redelivered_and_the_replica_still_equals_the_source(
         url: str, tmp_path: Path) -> None:
-    from edbus.apps.catalog import DemoConfig
-    from edbus.apps.catalog.runner import run_demo
+    from edbus_services.catalog import DemoConfig
+    from edbus_services.catalog.runner import run_demo
 
     config = DemoConfig(url=url, workdir=str(tmp_path), courses=20, changes=400, poison=2, rate=300.0, lease=1.0)
     report = run_demo(config, timeout=60, chaos=True)

@@ -15,7 +15,6 @@ import sqlalchemy as sa
 from click.testing import CliRunner
 
 from edbus import Bus
-from edbus.apps.xapi.lrs import LrsClient, LrsConfig
 from edbus.backends import Record, open_backend
 from edbus.backends.pulsar.connection import PulsarConfig, pulsar_errors
 from edbus.bus.middleware import Middleware
@@ -29,6 +28,7 @@ from edbus.errors import (
     redact,
 )
 from edbus.outbox import Relay, SQLAlchemyOutbox, create_tables
+from edbus_services.xapi.lrs import LrsClient, LrsConfig
 from tests.conftest import eventually
 from tests.events import SEQ, Seq
 

@@ -21,7 +21,7 @@ from edbus_services.xapi import XapiConfig, statement_problems, to_statement
 from edbus_services.xapi.demo import SERVICE
 from edbus_services.xapi.feed import DEFAULT_TOPICS
 from tests.services.conftest import PASSWORD, USER, Ralph
-from tests.test_demo import demo_processes
+from tests.services.test_demo import demo_processes
 
 LRS_FIELDS = ("stored", "authority")  # what the LRS adds to a statement
 
