@@ -2,8 +2,6 @@
 ones, the latest), and ``Delivery.abandoned`` still counts only attempts that ended with no outcome. With the
 old ``attempt - 1 - len(history)`` every retry past the 100th looked abandoned (run alone by the runtime,
 and counted towards the poison rule).
-
-On the embedded store these need the store.py change of the safety report (marked xfail there until then).
 """
 
 from __future__ import annotations
@@ -12,10 +10,8 @@ import subprocess
 import sys
 import time
 
-import pytest
-
 from edbus.backends import Backend, Delivery, ErrorInfo, Mode, Record, StartAt, open_backend
-from edbus.backends.pulsar.attempts import HISTORY_TRIMMED, add_failure, failures
+from edbus.backends.base import HISTORY_TRIMMED, add_failure, failures
 from tests.conftest import eventually
 from tests.contract.test_backend_contract import _DIES_HOLDING_A_LEASE, ROOT
 
@@ -24,12 +20,6 @@ FAILURES = 130  # past the 100 entries a history keeps
 
 def _error(attempt: int) -> ErrorInfo:
     return ErrorInfo("builtins.RuntimeError", f"failure {attempt}", "Traceback ...", time.time(), attempt)
-
-
-def _embedded_needs_the_store_change(url: str, request: pytest.FixtureRequest) -> None:
-    if url.startswith("sqlite:"):
-        request.applymarker(pytest.mark.xfail(strict=True, reason="needs the backends/sqlite/store.py change of "
-                                                                  "the safety report (then remove this mark)"))
 
 
 def _fail(backend: Backend, times: int, first_attempt: int = 1) -> Delivery:
@@ -53,8 +43,7 @@ def test_a_history_keeps_the_first_a_count_of_the_dropped_and_the_latest_failure
 
 
 def test_more_than_a_hundred_failed_attempts_are_not_counted_as_abandoned(
-        url: str, backend: Backend, request: pytest.FixtureRequest) -> None:
-    _embedded_needs_the_store_change(url, request)
+        url: str, backend: Backend) -> None:
     backend.subscribe("t", "s", Mode.KEY_ORDERED, StartAt())
     backend.append("t", [Record("e1", "org.openedx.test.item.made.v1", "k", {"ce_id": "e1"}, b"p")])
     d = _fail(backend, FAILURES)
@@ -64,8 +53,7 @@ def test_more_than_a_hundred_failed_attempts_are_not_counted_as_abandoned(
 
 
 def test_the_count_survives_a_new_holder_and_a_real_abandonment_after_it_still_counts(
-        url: str, backend: Backend, request: pytest.FixtureRequest) -> None:
-    _embedded_needs_the_store_change(url, request)
+        url: str, backend: Backend) -> None:
     backend.subscribe("t", "s", Mode.KEY_ORDERED, StartAt())
     backend.append("t", [Record("e1", "org.openedx.test.item.made.v1", "k", {"ce_id": "e1"}, b"p")])
     first = open_backend(url)  # another holder: its failures reach this one through the store / attempt ledger

@@ -117,6 +117,36 @@ class ErrorInfo:
         return dataclasses.asdict(self)
 
 
+HISTORY_KEEP = 100  # failed attempts a delivery's history keeps: the first, a trim marker, the latest ones
+# the history entry that stands for the failed attempts trimmed away; its ``attempt`` field is how many (so the
+# count of failures, and with it ``Delivery.abandoned``, survives the trimming)
+HISTORY_TRIMMED = "edbus.history.trimmed"
+
+
+def add_failure(history: Sequence[ErrorInfo], error: ErrorInfo) -> tuple[ErrorInfo, ...]:
+    """``history`` with ``error`` appended, kept to ``HISTORY_KEEP`` entries: the first failure, then a
+    ``HISTORY_TRIMMED`` entry counting the failures dropped since, then the latest ones."""
+    out = [*history, error]
+    if len(out) <= HISTORY_KEEP:
+        return tuple(out)
+    first, rest = out[0], out[1:]
+    dropped = 0
+    if rest[0].type == HISTORY_TRIMMED:
+        dropped, rest = rest[0].attempt, rest[1:]
+    cut = len(rest) - (HISTORY_KEEP - 2)
+    dropped += cut
+    marker = ErrorInfo(HISTORY_TRIMMED, f"{dropped} failed attempt(s) after the first are not kept here", "",
+                       error.at, dropped)
+    return (first, marker, *rest[cut:])
+
+
+def failures(history: Sequence[ErrorInfo]) -> int:
+    """How many attempts failed (with an error), trimmed ones included."""
+    if len(history) > 1 and history[1].type == HISTORY_TRIMMED:
+        return len(history) - 1 + history[1].attempt  # the marker stands for its count, not for itself
+    return len(history)
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class Delivery:
     """A message leased to one consumer of a subscription; ``handle`` is the backend's own."""
@@ -130,7 +160,7 @@ class Delivery:
     @property
     def abandoned(self) -> int:
         """Earlier deliveries that ended with no outcome (the consumer died or hung holding it)."""
-        return max(0, self.attempt - 1 - len(self.history))
+        return max(0, self.attempt - 1 - failures(self.history))
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

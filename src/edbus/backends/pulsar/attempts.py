@@ -10,9 +10,9 @@ is kept; an empty value deletes the key). One message per lease batch (one ``fet
 ``<holder>:<n>`` (holder: the Pulsar consumer's name, one per subscription and process), its value the
 state of each message leased: ``{"e": {position: [started, ledger, entry, retry, history]}}`` — attempts
 started so far on any consumer, where the message is (for the sweep), and the failed attempts' errors
-(the first and the latest ones, with a ``HISTORY_TRIMMED`` entry counting those between: ``failures``).
+(the first and the latest ones, with a ``base.HISTORY_TRIMMED`` entry counting those between).
 It is written and flushed before the batch goes to handlers. A message's state is, among the live
-records naming it, the one with the most attempts started; ``started - failures(history)`` of them ended
+records naming it, the one with the most attempts started; ``started - base.failures(history)`` of them ended
 with no outcome (abandoned). A holder rewrites its record when a lease is released or fails (deferred until
 the next write or ``flush``) and deletes it once every message in it is acked or dead-lettered; a
 graceful close releases its leases and writes what is left (the errors of pending retries, for the next
@@ -32,7 +32,7 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from edbus.backends.base import ErrorInfo
@@ -40,44 +40,15 @@ from edbus.backends.pulsar.admin import Admin
 from edbus.backends.pulsar.connection import pulsar_errors
 from edbus.errors import AccessError, NotFoundError, StoreError
 
-__all__ = ["HISTORY_TRIMMED", "AttemptLedger", "Attempts", "add_failure", "attempts_topic", "delete_ledger",
-           "failures"]
+__all__ = ["AttemptLedger", "Attempts", "attempts_topic", "delete_ledger"]
 
 log = logging.getLogger("edbus.backends.pulsar")
 
 COMPACTION_THRESHOLD = 1 << 20  # bytes of ledger not yet compacted before the broker compacts it
 _SWEEP_EVERY = 60.0  # seconds between sweeps of dead holders' records
 _WRITE_TIMEOUT = 10.0  # seconds a ledger write may take before a fetch gives up its batch
-_HISTORY_KEEP = 100  # failed attempts kept in a message's history: the first, a trim marker, the latest
-# the type of the history entry that stands for the failed attempts trimmed away; its ``attempt`` field is how
-# many (so the count of failures, and with it the count of abandoned attempts, survives the trimming)
-HISTORY_TRIMMED = "edbus.history.trimmed"
 _MESSAGE_KEEP = 500  # characters of an error message kept in the ledger (tracebacks stay in the process)
 _RANGE = re.compile(r"\((\d+):(\d+)\.\.(\d+):(\d+)\]")
-
-
-def add_failure(history: Sequence[ErrorInfo], error: ErrorInfo) -> tuple[ErrorInfo, ...]:
-    """``history`` with ``error`` appended, kept to ``_HISTORY_KEEP`` entries: the first failure, then a
-    ``HISTORY_TRIMMED`` entry counting the failures dropped since, then the latest ones."""
-    out = [*history, error]
-    if len(out) <= _HISTORY_KEEP:
-        return tuple(out)
-    first, rest = out[0], out[1:]
-    dropped = 0
-    if rest[0].type == HISTORY_TRIMMED:
-        dropped, rest = rest[0].attempt, rest[1:]
-    cut = len(rest) - (_HISTORY_KEEP - 2)
-    dropped += cut
-    marker = ErrorInfo(HISTORY_TRIMMED, f"{dropped} failed attempt(s) after the first are not kept here", "",
-                       error.at, dropped)
-    return (first, marker, *rest[cut:])
-
-
-def failures(history: Sequence[ErrorInfo]) -> int:
-    """How many attempts failed (with an error), trimmed ones included."""
-    if len(history) > 1 and history[1].type == HISTORY_TRIMMED:
-        return len(history) - 1 + history[1].attempt  # the marker stands for its count, not for itself
-    return len(history)
 
 
 def attempts_topic(topic: str, subscription: str) -> str:

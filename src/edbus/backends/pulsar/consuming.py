@@ -26,13 +26,13 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar, cast
 
 from edbus._rng import rng as _rng
-from edbus.backends.base import Delivery, ErrorInfo, Message, Mode
-from edbus.backends.pulsar.attempts import AttemptLedger, Attempts, add_failure, failures
+from edbus.backends.base import Delivery, ErrorInfo, Message, Mode, add_failure
+from edbus.backends.pulsar.attempts import AttemptLedger, Attempts
 from edbus.backends.pulsar.connection import pulsar_errors
 from edbus.backends.pulsar.messages import to_message
 from edbus.errors import StoreError
 
-__all__ = ["CountedDelivery", "Held", "SubState", "consumer_type"]
+__all__ = ["Held", "SubState", "consumer_type"]
 
 _NOTHING = (-1, -1)
 _WARN_EVERY = 10.0  # seconds between warnings of a ledger that cannot be written
@@ -59,17 +59,6 @@ def consumer_type(mode: Mode) -> Any:
     # joins and redelivers what the previous one still runs (two processes handling the same events)
     return {Mode.KEY_ORDERED: pulsar.ConsumerType.KeyShared, Mode.SHARED: pulsar.ConsumerType.Shared,
             Mode.EXCLUSIVE: pulsar.ConsumerType.Exclusive}[mode]
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class CountedDelivery(Delivery):
-    """A delivery whose history may be trimmed (``attempts.add_failure``): ``abandoned`` counts the trimmed
-    failures as failures, so an event retried past the history's length does not look abandoned (held
-    alone, then dead-lettered as ``AbandonedDelivery``) on every further attempt."""
-
-    @property
-    def abandoned(self) -> int:
-        return max(0, self.attempt - 1 - failures(self.history))
 
 
 @dataclasses.dataclass(slots=True)
@@ -331,8 +320,8 @@ class SubState:
         out: list[Delivery] = []
         for h in chosen:
             h.owner, h.lease_expires, h.token = consumer, now + lease, token
-            out.append(CountedDelivery(h.message, self.subscription, h.before + h.leases, tuple(h.history),
-                                       (self, h.message.position, token)))
+            out.append(Delivery(h.message, self.subscription, h.before + h.leases, tuple(h.history),
+                                (self, h.message.position, token)))
         return out
 
     @_locked

@@ -39,9 +39,10 @@ class StoreInspection:
 
     def insert_schema_version(self, event_type: str, version: int, schema_json: str) -> bool:
         with self.conn.transaction(durable=True) as db:
-            cur = db.execute("INSERT OR IGNORE INTO schemas(event_type, version, schema, registered_at) "
-                             "VALUES (?, ?, ?, ?)", (event_type, version, schema_json, time.time()))
-            return cur.rowcount == 1
+            # rowcount at once: a cursor alive after the lock is released resets its cached statement
+            added: int = db.execute("INSERT OR IGNORE INTO schemas(event_type, version, schema, registered_at) "
+                                    "VALUES (?, ?, ?, ?)", (event_type, version, schema_json, time.time())).rowcount
+        return added == 1
 
     def list_event_types(self) -> list[str]:
         with self.conn.transaction(write=False) as db:
@@ -177,8 +178,8 @@ class StoreInspection:
             # events still dead-lettered by a subscription stay, so that a redrive can find them
             dead = [dlq_topic(topic, name) for (name,) in db.execute(
                 "SELECT name FROM subscriptions WHERE topic=?", (topic,))]
-            cur = db.execute(
+            gone: int = db.execute(
                 "DELETE FROM events WHERE topic=? AND seq > ? AND seq <= ? AND published_at < ? "
                 f"AND id NOT IN (SELECT id FROM events WHERE topic IN ({','.join('?' * len(dead))}))",
-                (topic, after, last, older_than, *dead))
-            return len(window) < batch, last, cur.rowcount
+                (topic, after, last, older_than, *dead)).rowcount
+        return len(window) < batch, last, gone

@@ -29,6 +29,7 @@ from edbus.backends.base import (
     StartAt,
     SubscriptionStats,
     TopicStats,
+    add_failure,
     check_subscription,
     dead_letter_headers,
     dlq_topic,
@@ -43,7 +44,6 @@ from edbus.schema.registry import CheckedSchemaRegistry, SchemaRegistry
 __all__ = ["SqliteBackend"]
 
 _EVENT_COLUMNS = "ev.seq, ev.id, ev.type, ev.key, ev.headers, ev.payload, ev.published_at, ev.topic"
-_HISTORY_KEEP = 100  # failed attempts kept in a delivery's history (the first and the latest ones)
 _GATHER = 0.0005  # at most this long a group commit waits for threads that were in the last one
 _HEARTBEAT_EVERY = 5.0  # seconds between a consumer's liveness records
 _to_json = json.JSONEncoder(separators=(",", ":")).encode
@@ -358,11 +358,7 @@ class SqliteBackend(Backend):
                            [d.handle for d in deliveries])
 
     def nack(self, delivery: Delivery, delay: float, error: ErrorInfo | None) -> None:
-        history = list(delivery.history)
-        if error is not None:
-            history.append(error)
-            if len(history) > _HISTORY_KEEP:
-                history = history[:1] + history[-(_HISTORY_KEEP - 1):]
+        history = add_failure(delivery.history, error) if error is not None else delivery.history
         with self.conn.transaction() as db:
             db.execute("UPDATE deliveries SET owner=NULL, lease_expires=0, token=NULL, available_at=?, "
                        "history=?, attempts=attempts-? WHERE sub=? AND seq=? AND token=?",
