@@ -55,6 +55,11 @@ def test_contract_suite_topics_were_owned_by_both_brokers(cluster: PulsarCluster
 # (scenario, seconds of faults): at least two faults each, about a minute each with the drain
 SHORT_RUNS = [("cluster_bookie_kill", 30), ("cluster_broker_kill", 45), ("cluster_bookies_restart", 30),
               ("cluster_metadata_stop", 40)]
+# scenario: (how its violations start, why) -- bugs found by the harness, reported, not yet fixed
+KNOWN_FINDINGS: dict[str, tuple[tuple[str, ...], str]] = {
+    "cluster_broker_kill": (("out-of-order",), "finding 9 (docs/reliability.md): Key_Shared order across a SIGKILL "
+                            "of the owning broker and a consumer replaced meanwhile; every other check held"),
+}
 
 
 @pytest.mark.parametrize(("name", "seconds"), SHORT_RUNS, ids=[n for n, _ in SHORT_RUNS])
@@ -64,6 +69,12 @@ def test_cluster_fault_short_run_loses_nothing(name: str, seconds: float, tmp_pa
                  workdir=tmp_path)
     print(result.markdown(), "\n" + result.details())
     f = result.figures
+    known = KNOWN_FINDINGS.get(name)
+    if known is not None and result.problems:
+        # every other check must hold; this one is a known finding (docs/reliability.md, "Findings")
+        assert [p for p in result.problems if not p.startswith((*known[0], "log: "))] == [], result.details()
+        assert f.lost == f.unexpected == 0 and f.faults, result.details()
+        pytest.xfail(known[1])
     assert result.passed, result.details()
     assert f.faults, "the schedule injected faults"
     assert f.acked > 0 and f.delivered_unique >= f.acked
