@@ -27,9 +27,10 @@ NESTED = ("edbus.backends", "edbus.contrib")  # packages whose subpackages are n
 # Lowest first. Nodes of one layer do not import each other; each imports only from the layers below.
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("foundation", ("edbus.errors", "edbus._rng")),
-    ("schema", ("edbus.schema",)),
+    # Record and Message: what both the codec (events) and the backends work with, so neither needs the other
+    ("schema · records", ("edbus.schema", "edbus.records")),
     ("backend contract", ("edbus.backends.base",)),
-    # events (types, envelope, codec) sit beside the backends: they use the contract's Record, no backend
+    # events (types, envelope, codec) sit beside the backends: they use edbus.records, no backend
     ("backends · events", ("edbus.backends.sqlite", "edbus.backends.pulsar", "edbus.events")),
     ("backend by URL", ("edbus.backends",)),
     ("bus", ("edbus.bus",)),

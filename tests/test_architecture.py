@@ -28,3 +28,15 @@ def test_no_module_of_the_library_imports_the_services():
     texts = [p for p in (ROOT / "src" / "edbus").rglob("*.py")
              if "edbus_services" in p.read_text(encoding="utf-8") or "edbus.apps" in p.read_text(encoding="utf-8")]
     assert texts == []
+
+
+def test_events_import_nothing_from_the_backends_records_come_from_a_module_below_both():
+    found = architecture.imports()
+    events = [i for i in found if i.source == "edbus.events"]
+    assert events and [i for i in events if i.target == "edbus.records"]
+    assert [f"{i.module}:{i.line} -> {i.target}" for i in events if i.target.startswith("edbus.backends")] == []
+    from edbus.backends import Message, Record
+    from edbus.records import Message as NeutralMessage
+    from edbus.records import Record as NeutralRecord
+
+    assert (Record, Message) == (NeutralRecord, NeutralMessage)  # re-exported, one class each

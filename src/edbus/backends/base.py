@@ -11,8 +11,10 @@ from __future__ import annotations
 import abc
 import dataclasses
 import enum
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
+
+from edbus.records import Message, Record  # re-exported: they live below both backends and events
 
 if TYPE_CHECKING:
     from edbus.schema.registry import SchemaRegistry
@@ -70,37 +72,6 @@ class StartAt:
         if when.tzinfo is None:
             when = when.replace(tzinfo=dt.UTC)
         return cls("time", time=when.timestamp())
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class Record:
-    """An encoded event, as a producer hands it to a backend. ``headers`` carry the envelope.
-
-    ``sequence``: the producer's own number for the event (``Bus.publish(..., sequence=)``), for
-    deduplication across processes on backends that cannot look an event id up (Pulsar: a named producer
-    and broker deduplication). It must grow with every new event of the producer, be kept with the event
-    before its first publish, and be given again with the same id when the publish is retried."""
-
-    id: str
-    type: str
-    key: str | None
-    headers: Mapping[str, str]
-    payload: bytes
-    sequence: int | None = None
-
-    @property
-    def size(self) -> int:
-        return len(self.payload) + sum(map(len, self.headers)) + sum(map(len, self.headers.values()))
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class Message:
-    """A stored record: where it is (``position``, opaque) and when it was appended (epoch seconds)."""
-
-    record: Record
-    topic: str
-    position: str
-    published_at: float
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

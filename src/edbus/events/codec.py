@@ -22,7 +22,6 @@ import fastavro
 import fastavro.validation
 
 from edbus._rng import rng as _rng
-from edbus.backends.base import Message, Record
 from edbus.errors import (
     DecodeError,
     EventTooLargeError,
@@ -33,6 +32,7 @@ from edbus.errors import (
 from edbus.events.avro_schema import zero_width_array
 from edbus.events.avro_writer import compile_writer
 from edbus.events.types import Envelope, EventType
+from edbus.records import Message, Record
 from edbus.schema.registry import SchemaRegistry
 
 __all__ = ["Codec", "DEFAULT_MAX_EVENT_BYTES", "ENVELOPE_HEADERS", "SOURCE_LIB", "envelope_from_headers",
