@@ -35,8 +35,8 @@ from edbus.backends.base import (
     dlq_topic,
 )
 from edbus.backends.sqlite import connection as _connection
+from edbus.backends.sqlite.administration import StoreAdministration
 from edbus.backends.sqlite.connection import StoreConnection
-from edbus.backends.sqlite.inspection import StoreInspection
 from edbus.backends.sqlite.wakeup import WakeListener, WakeSender, make_wake_folder
 from edbus.errors import ConfigError, NotFoundError, StoreUnavailableError, ValidationError
 from edbus.schema.registry import CheckedSchemaRegistry, SchemaRegistry
@@ -80,8 +80,8 @@ class SqliteBackend(Backend):
         self.window = window
         self.conn = StoreConnection(path, create=create, synchronous=synchronous)
         self.url = f"sqlite:///{path}" + ("?synchronous=normal" if self.conn.durable_sync == "NORMAL" else "")
-        self.inspection = StoreInspection(self.conn)
-        self._registry = CheckedSchemaRegistry(self.inspection)
+        self.admin = StoreAdministration(self.conn)
+        self._registry = CheckedSchemaRegistry(self.admin)
         self._wake_folder = Path(f"{path}-wake")
         try:
             make_wake_folder(self._wake_folder)
@@ -423,19 +423,19 @@ class SqliteBackend(Backend):
 
     # -- dead letters, retention, stats ------------------------------------------------------
     def redrive(self, topic: str, subscription: str, event_ids: Sequence[str] | None) -> int:
-        return self.inspection.redrive(topic, subscription, event_ids, self._sub)
+        return self.admin.redrive(topic, subscription, event_ids, self._sub)
 
     def purge_dead_letters(self, topic: str, subscription: str, event_ids: Sequence[str] | None) -> int:
-        return self.inspection.purge(dlq_topic(topic, subscription), event_ids)
+        return self.admin.purge(dlq_topic(topic, subscription), event_ids)
 
     def enforce_retention(self, older_than: float) -> int:
-        return self.inspection.enforce_retention(older_than)
+        return self.admin.enforce_retention(older_than)
 
     def topics(self) -> list[TopicStats]:
-        return self.inspection.topics()
+        return self.admin.topics()
 
     def subscriptions(self, topic: str | None = None) -> list[SubscriptionStats]:
-        return self.inspection.subscriptions(topic)
+        return self.admin.subscriptions(topic)
 
     def close(self) -> None:
         if self._listener is not None and self._listener.pid == os.getpid():

@@ -1,4 +1,6 @@
-"""The embedded store's slower paths: schema storage, stats, dead-letter redrive and purge, retention."""
+"""The embedded store's administration: schema storage, stats, dead-letter redrive and purge, retention.
+
+The slower paths, apart from the append/fetch/ack loop of ``store.py``."""
 
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ from collections.abc import Callable, Sequence
 from edbus.backends.base import Mode, SubscriptionStats, TopicStats, dlq_topic
 from edbus.backends.sqlite.connection import StoreConnection
 
-__all__ = ["StoreInspection"]
+__all__ = ["StoreAdministration"]
 
 log = logging.getLogger("edbus.sqlite")
 
@@ -26,7 +28,10 @@ def _ids_clause(event_ids: Sequence[str] | None) -> tuple[str, list[str]]:
     return f" AND id IN ({','.join('?' * len(event_ids))})", list(event_ids)
 
 
-class StoreInspection:
+class StoreAdministration:
+    """Everything of the store besides producing and consuming: schemas and topic rules, stats, dead-letter
+    redrive and purge, retention."""
+
     def __init__(self, conn: StoreConnection) -> None:
         self.conn = conn
 
