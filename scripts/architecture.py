@@ -74,9 +74,9 @@ def node(module: str) -> str:
     return ".".join(parts[:depth])
 
 
-def imports() -> list[Import]:
+def module_imports() -> Iterator[tuple[str, int, str]]:
+    """(module, line, imported module) for every import of one of PACKAGES' modules."""
     found = dict(modules())
-    result = []
     for module, path in found.items():
         is_package = path.name == "__init__.py"
         for stmt in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
@@ -94,10 +94,36 @@ def imports() -> list[Import]:
                 targets = [f"{base}.{a.name}" if f"{base}.{a.name}" in found else base for a in stmt.names]
             for target in targets:
                 if target.split(".")[0] in PACKAGES:
-                    source_node, target_node = node(module), node(target)
-                    if source_node != target_node:
-                        result.append(Import(module, stmt.lineno, source_node, target_node))
+                    yield module, stmt.lineno, target
+
+
+def imports() -> list[Import]:
+    result = []
+    for module, line, target in module_imports():
+        source_node, target_node = node(module), node(target)
+        if source_node != target_node:
+            result.append(Import(module, line, source_node, target_node))
     return result
+
+
+def module_cycles() -> list[list[str]]:
+    """Groups of modules that import each other, directly or round a loop (``TYPE_CHECKING`` imports too). A
+    module importing its own package is left out: the package's ``__init__`` importing it is no loop back."""
+    graph: dict[str, set[str]] = {}
+    for module, _, target in module_imports():
+        if target != module and not module.startswith(f"{target}."):
+            graph.setdefault(module, set()).add(target)
+    reach = {m: set(ts) for m, ts in graph.items()}
+    changed = True
+    while changed:  # transitive closure: a few hundred modules, a few passes
+        changed = False
+        for targets in reach.values():
+            more = set().union(*(reach.get(t, set()) for t in targets)) - targets
+            if more:
+                targets |= more
+                changed = True
+    groups = {frozenset({m, *(t for t in ts if m in reach.get(t, set()))}) for m, ts in reach.items() if m in ts}
+    return sorted(sorted(g) for g in groups)
 
 
 def rank() -> dict[str, int]:

@@ -40,3 +40,10 @@ def test_events_import_nothing_from_the_backends_records_come_from_a_module_belo
     from edbus.records import Record as NeutralRecord
 
     assert (Record, Message) == (NeutralRecord, NeutralMessage)  # re-exported, one class each
+
+
+def test_the_consumer_gets_its_dependencies_from_the_bus_without_importing_it():
+    cycles = architecture.module_cycles()
+    assert [c for c in cycles if "edbus.bus.consumer" in c] == []
+    consumer = {t for m, _, t in architecture.module_imports() if m == "edbus.bus.consumer"}
+    assert "edbus.bus.bus" not in consumer and "edbus.events.codec" in consumer

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from edbus.backends import Backend, Message, Mode, Record, StartAt, SubscriptionStats, TopicStats, open_backend
 from edbus.backends.base import check_sequence, check_subscription
+from edbus.bus.consumer import Consumer
 from edbus.bus.metrics import Metrics
 from edbus.bus.middleware import Middleware, MiddlewareChain
 from edbus.bus.retries import Backoff, Retries
@@ -17,7 +18,6 @@ from edbus.events.codec import DEFAULT_MAX_EVENT_BYTES, Codec
 from edbus.events.types import Envelope, EventType
 
 if TYPE_CHECKING:
-    from edbus.bus.consumer import Consumer
     from edbus.schema.registry import SchemaRegistry
 
 __all__ = ["DEFAULT_RETENTION", "Bus", "check_topic"]
@@ -131,8 +131,6 @@ class Bus:
                  name: str | None = None, handler_timeout: float | None = None) -> Consumer:
         """A consumer of a named subscription; register handlers, then ``run()``. ``handler_timeout``:
         seconds a handler may run before its event is released for retry (docs/operations.md)."""
-        from edbus.bus.consumer import Consumer
-
         try:
             mode = Mode(mode)
         except ValueError:
@@ -143,9 +141,9 @@ class Bus:
         if max_attempts is not None or backoff is not None:  # this consumer's own retry policy
             chain = MiddlewareChain([m for m in chain.middleware if not isinstance(m, Retries)]
                                     + [Retries(max_attempts or 5, backoff)])
-        return Consumer(self, self.topic(topic), check_subscription(subscription), mode=mode, start=start,
-                        middleware=chain, concurrency=concurrency, lease=lease, batch=batch, name=name,
-                        handler_timeout=handler_timeout)
+        return Consumer(self.backend, self.codec, self.topic(topic), check_subscription(subscription), mode=mode,
+                        start=start, middleware=chain, concurrency=concurrency, lease=lease, batch=batch,
+                        name=name, retention=self.retention, handler_timeout=handler_timeout)
 
     def read(self, topic: str, start: str | StartAt = "earliest", *, limit: int | None = None,
              batch: int = 500) -> Iterator[tuple[Message, Envelope, Any]]:

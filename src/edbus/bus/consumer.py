@@ -24,19 +24,17 @@ import time
 import traceback
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
-from edbus.backends.base import Delivery, ErrorInfo, Mode, StartAt
+from edbus.backends.base import Backend, Delivery, ErrorInfo, Mode, StartAt
 from edbus.bus.health import Health
 from edbus.bus.leases import InFlight, LeaseKeeper
 from edbus.bus.middleware import Ack, DeadLetter, MiddlewareChain, Outcome, Retry
 from edbus.bus.retention import RetentionSweeper
 from edbus.bus.timeouts import HandlerTimedOut, RunningHandlers, StuckHandlerError
 from edbus.errors import ConfigError, DecodeError, NotFoundError, StoreError, redact
+from edbus.events.codec import Codec
 from edbus.events.types import Event, EventType
-
-if TYPE_CHECKING:
-    from edbus.bus.bus import Bus
 
 __all__ = ["Consumer", "EventHandler", "StoreRetry"]
 
@@ -80,17 +78,19 @@ class _RunState:
 
 
 class Consumer:
-    def __init__(self, bus: Bus, topic: str, subscription: str, *, mode: Mode, start: StartAt,
-                 middleware: MiddlewareChain, concurrency: int, lease: float, batch: int,
-                 name: str | None, handler_timeout: float | None = None) -> None:
-        """``handler_timeout``: seconds a handler may run before its event is released for retry (None: no
-        limit); if its thread cannot be freed, ``run`` raises ``StuckHandlerError`` (``bus.timeouts``)."""
+    def __init__(self, backend: Backend, codec: Codec, topic: str, subscription: str, *, mode: Mode,
+                 start: StartAt, middleware: MiddlewareChain, concurrency: int, lease: float, batch: int,
+                 name: str | None, retention: float | None, handler_timeout: float | None = None) -> None:
+        """Built by ``Bus.consumer`` with the bus's backend, codec and ``retention`` (seconds its sweeper keeps
+        acked events; None: forever). ``handler_timeout``: seconds a handler may run before its event is released
+        for retry (None: no limit); if its thread cannot be freed, ``run`` raises ``StuckHandlerError``."""
         if concurrency < 1 or batch < 1 or lease <= 0:
             raise ConfigError("concurrency and batch must be >= 1 and lease > 0")
         if handler_timeout is not None and handler_timeout <= 0:
             raise ConfigError("handler_timeout must be > 0 seconds (or None: no limit)")
-        self.bus = bus
-        self.backend = bus.backend
+        self.backend = backend
+        self.codec = codec
+        self.retention = retention
         self.topic, self.subscription, self.mode, self.start = topic, subscription, mode, start
         self.middleware = middleware
         self.concurrency, self.lease, self.batch = concurrency, lease, batch
@@ -153,7 +153,7 @@ class Consumer:
         try:
             entry = self.handlers.get(record.type)
             if entry is None and self.fallback is not None:
-                envelope, data = self.bus.codec.decode_dict(delivery.message)
+                envelope, data = self.codec.decode_dict(delivery.message)
                 event = Event(envelope, data, record.key, delivery.attempt, delivery.message.topic)
                 self.middleware.before_process(delivery, event)
                 self.fallback(event)
@@ -165,13 +165,13 @@ class Consumer:
                 except (ValueError, TypeError):  # as bad as an unknown type: retrying cannot help
                     raise DecodeError(f"bad ce_schemaversion header {str(text)[:40]!r} on {record.type!r}") from None
                 try:
-                    self.bus.codec.writer_schema(record.type, version)
+                    self.codec.writer_schema(record.type, version)
                 except NotFoundError:
                     raise DecodeError(f"unknown event type {record.type!r} (schema version {version})") from None
                 self.middleware.before_process(delivery, None)
             else:
                 event_type, fn = entry
-                envelope, data = self.bus.codec.decode(delivery.message, event_type)
+                envelope, data = self.codec.decode(delivery.message, event_type)
                 event = Event(envelope, data, record.key, delivery.attempt, delivery.message.topic)
                 self.middleware.before_process(delivery, event)
                 fn(event)
@@ -230,8 +230,8 @@ class Consumer:
         self._running = RunningHandlers(self.handler_timeout) if self.handler_timeout is not None else None
         pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix=f"edbus-{self.subscription}")
         keeper = LeaseKeeper(self.backend, state.in_flight, self.lease, name=f"edbus-leases-{self.subscription}")
-        sweeper = None if self.bus.retention is None else RetentionSweeper(
-            self.backend, self.bus.retention, first=self.retention_schedule[0], every=self.retention_schedule[1])
+        sweeper = None if self.retention is None else RetentionSweeper(
+            self.backend, self.retention, first=self.retention_schedule[0], every=self.retention_schedule[1])
         self.retention_sweeper = sweeper
         stuck = False
         self.health.started()
