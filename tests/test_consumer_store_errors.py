@@ -115,10 +115,6 @@ class FaultyBackend(Backend):
         result: int = self._call("purge_dead_letters", topic, subscription, event_ids)
         return result
 
-    def enforce_retention(self, older_than: float) -> int:
-        result: int = self._call("enforce_retention", older_than)
-        return result
-
     def topics(self) -> list[TopicStats]:
         result: list[TopicStats] = self._call("topics")
         return result

@@ -1,4 +1,5 @@
-"""The backend contract: every backend passes these tests unchanged (fixture ``backend`` per backend)."""
+"""The backend contract: every backend passes these tests unchanged (fixture ``backend`` per backend). The
+optional retention capability has its own tests (``test_retention_capability.py``)."""
 
 from __future__ import annotations
 
@@ -341,7 +342,7 @@ class TestDeadLetters:
         settled(backend, "t", lambda s: [x.dead_lettered for x in s if x.subscription == "s"] == [0])
 
 
-class TestReplayAndRetention:
+class TestReplay:
     def test_seek_to_earliest_time_and_event_id_redelivers_from_there(self, backend: Backend) -> None:
         backend.subscribe("t", "s", Mode.SHARED, StartAt())
         backend.append("t", [rec(i, None) for i in range(3)])
@@ -357,35 +358,3 @@ class TestReplayAndRetention:
         assert ids(backend.fetch("t", "s", "c", 10, 30)) == ["e2", "e3", "e4"]
         with pytest.raises(NotFoundError):
             backend.seek("t", "s", StartAt("event", event_id="nope"))
-
-    def test_retention_never_deletes_an_event_a_subscription_has_not_acked(self, backend: Backend) -> None:
-        backend.subscribe("t", "fast", Mode.SHARED, StartAt())
-        backend.subscribe("t", "slow", Mode.SHARED, StartAt())
-        backend.append("t", [rec(i, None) for i in range(4)])
-        backend.ack(backend.fetch("t", "fast", "c", 10, 30))
-        slow = backend.fetch("t", "slow", "c", 10, 30)
-        backend.ack([d for d in slow if d.message.record.id in ("e0", "e1", "e3")])
-        backend.enforce_retention(time.time() + 1)
-        assert [m.record.id for m in backend.read("t", StartAt("earliest"), 10)][-2:] == ["e2", "e3"]
-        backend.nack(next(d for d in slow if d.message.record.id == "e2"), 0, None)
-        assert ids(backend.fetch("t", "slow", "c", 10, 30)) == ["e2"]
-
-    def test_retention_keeps_dead_lettered_events_so_a_later_redrive_reaches_only_their_subscription(
-            self, backend: Backend) -> None:
-        backend.subscribe("t", "failing", Mode.SHARED, StartAt())
-        backend.subscribe("t", "fine", Mode.SHARED, StartAt())
-        backend.append("t", [rec(1, None), rec(2, None)])
-        backend.ack(backend.fetch("t", "fine", "c", 10, 30))
-        for d in backend.fetch("t", "failing", "c", 10, 30):
-            backend.dead_letter(d, error())
-        assert backend.enforce_retention(time.time() + 1) == 0  # acked by all, but dead-lettered
-        assert backend.redrive("t", "failing", None) == 2
-        assert ids(backend.fetch("t", "failing", "c", 10, 30)) == ["e1", "e2"]
-        assert backend.fetch("t", "fine", "c", 10, 30) == []
-
-    def test_retention_keeps_events_younger_than_the_period(self, backend: Backend) -> None:
-        backend.subscribe("t", "s", Mode.SHARED, StartAt())
-        backend.append("t", [rec(1, None)])
-        backend.ack(backend.fetch("t", "s", "c", 10, 30))
-        assert backend.enforce_retention(time.time() - 3600) == 0
-        assert len(backend.read("t", StartAt("earliest"), 10)) == 1

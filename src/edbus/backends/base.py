@@ -26,13 +26,16 @@ __all__ = [
     "Message",
     "Mode",
     "Record",
+    "RetentionCapable",
     "StartAt",
     "SubscriptionStats",
     "TopicStats",
+    "broker_retention",
     "check_sequence",
     "check_subscription",
     "dead_letter_headers",
     "dlq_topic",
+    "retention_capable",
 ]
 
 
@@ -271,7 +274,7 @@ class Backend(abc.ABC):
     def read(self, topic: str, start: StartAt, limit: int, after: str | None = None) -> list[Message]:
         """Read without a subscription, from ``start`` (or after position ``after``)."""
 
-    # -- dead letters, retention, stats ------------------------------------------------------
+    # -- dead letters, stats (retention: the optional RetentionCapable) ---------------------
     @abc.abstractmethod
     def redrive(self, topic: str, subscription: str, event_ids: Sequence[str] | None) -> int:
         """Give dead-lettered events (all, or these ids) back to the subscription; returns how many."""
@@ -280,10 +283,6 @@ class Backend(abc.ABC):
     def purge_dead_letters(self, topic: str, subscription: str,
                            event_ids: Sequence[str] | None) -> int:
         """Delete dead-lettered events (all, or these ids); returns how many."""
-
-    @abc.abstractmethod
-    def enforce_retention(self, older_than: float) -> int:
-        """Delete events acked by every subscription and appended before ``older_than`` (epoch s)."""
 
     @abc.abstractmethod
     def topics(self) -> list[TopicStats]:
@@ -302,3 +301,25 @@ class Backend(abc.ABC):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class RetentionCapable(abc.ABC):
+    """An optional capability of a backend: it deletes old acked events itself when asked (the consumer's
+    ``RetentionSweeper``, ``edbus retention``). A backend whose broker applies a retention policy of its own
+    (Pulsar: the namespace's retention, docs/pulsar.md) does not have it: ``retention_capable`` tells."""
+
+    @abc.abstractmethod
+    def enforce_retention(self, older_than: float) -> int:
+        """Delete events acked by every subscription and appended before ``older_than`` (epoch s); never an
+        unacked or dead-lettered one. Returns how many."""
+
+
+def retention_capable(backend: Backend) -> RetentionCapable | None:
+    """``backend`` if it enforces retention itself; None if it leaves retention to its broker."""
+    return backend if isinstance(backend, RetentionCapable) else None
+
+
+def broker_retention(backend: Backend) -> str:
+    """The one line said where retention is asked of a backend that leaves it to its broker."""
+    return (f"{type(backend).__name__} leaves retention to its broker's own policy (on Pulsar the namespace's "
+            "retention, docs/pulsar.md): nothing is deleted from here")

@@ -230,8 +230,8 @@ class Consumer:
         self._running = RunningHandlers(self.handler_timeout) if self.handler_timeout is not None else None
         pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix=f"edbus-{self.subscription}")
         keeper = LeaseKeeper(self.backend, state.in_flight, self.lease, name=f"edbus-leases-{self.subscription}")
-        sweeper = None if self.retention is None else RetentionSweeper(
-            self.backend, self.retention, first=self.retention_schedule[0], every=self.retention_schedule[1])
+        sweeper = RetentionSweeper.for_backend(self.backend, self.retention, first=self.retention_schedule[0],
+                                               every=self.retention_schedule[1])
         self.retention_sweeper = sweeper
         stuck = False
         self.health.started()

@@ -2,7 +2,8 @@
 
 The embedded store deletes in small batches, each its own short transaction, so a sweep over millions
 of events never holds the store's write lock for long: lease renewals, acks and fetches of every
-consumer go on between batches. (On Pulsar retention is the broker's namespace policy: nothing to do.)
+consumer go on between batches. Only a ``RetentionCapable`` backend gets a sweeper: on Pulsar retention is the
+broker's namespace policy, and ``RetentionSweeper.for_backend`` says so once in the log.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import logging
 import threading
 import time
 
-from edbus.backends.base import Backend
+from edbus.backends.base import Backend, RetentionCapable, broker_retention, retention_capable
 from edbus.errors import StoreError
 
 __all__ = ["RetentionSweeper"]
@@ -23,7 +24,7 @@ class RetentionSweeper:
     """Calls ``backend.enforce_retention(now - retention)`` ``first`` seconds after ``start()``, then every
     ``every`` seconds, from a daemon thread. A failed sweep is logged and tried again at the next turn."""
 
-    def __init__(self, backend: Backend, retention: float, *, first: float = 60.0, every: float = 600.0,
+    def __init__(self, backend: RetentionCapable, retention: float, *, first: float = 60.0, every: float = 600.0,
                  name: str = "edbus-retention") -> None:
         self.backend = backend
         self.retention = retention
@@ -33,6 +34,19 @@ class RetentionSweeper:
         self.sweeping = threading.Event()  # set while a sweep runs
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+
+    @classmethod
+    def for_backend(cls, backend: Backend, retention: float | None, *, first: float = 60.0,
+                    every: float = 600.0) -> RetentionSweeper | None:
+        """A sweeper for ``backend``, or None: when ``retention`` is None (keep events forever) or when the
+        backend leaves retention to its broker (logged once, so nobody waits for sweeps that never come)."""
+        if retention is None:
+            return None
+        capable = retention_capable(backend)
+        if capable is None:
+            log.info("retention of %.0f s not swept by this consumer: %s", retention, broker_retention(backend))
+            return None
+        return cls(capable, retention, first=first, every=every)
 
     def start(self) -> RetentionSweeper:
         self._thread.start()

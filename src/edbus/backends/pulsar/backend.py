@@ -421,7 +421,9 @@ class PulsarBackend(Backend):
             raise NotFoundError(f"no event {start.event_id!r} in topic {topic!r}")
         return out
 
-    # -- dead letters, retention, stats ------------------------------------------------------
+    # -- dead letters, stats ------------------------------------------------------------------
+    # Not RetentionCapable: retention is the namespace's policy, applied by the broker to whole ledgers that
+    # every subscription has acked (docs/pulsar.md).
     def _dead(self, topic: str, subscription: str, event_ids: Sequence[str] | None, redrive: bool) -> int:
         self._mode(topic, subscription)
         name = self._name(dlq_topic(topic, subscription))
@@ -463,11 +465,6 @@ class PulsarBackend(Backend):
 
     def purge_dead_letters(self, topic: str, subscription: str, event_ids: Sequence[str] | None) -> int:
         return self._dead(topic, subscription, event_ids, redrive=False)
-
-    def enforce_retention(self, older_than: float) -> int:
-        """Retention on Pulsar is the namespace's retention policy, applied by the broker to whole
-        ledgers that every subscription has acked (docs/pulsar.md): nothing is deleted from here."""
-        return 0
 
     def _own_topics(self) -> list[str]:
         """This backend's topics (short names), without the internal ones."""

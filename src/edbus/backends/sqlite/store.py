@@ -26,6 +26,7 @@ from edbus.backends.base import (
     Message,
     Mode,
     Record,
+    RetentionCapable,
     StartAt,
     SubscriptionStats,
     TopicStats,
@@ -70,7 +71,7 @@ def _message(row: Sequence[Any]) -> Message:
     return Message(Record(id_, type_, key, json.loads(headers), payload), topic, str(seq), published_at)
 
 
-class SqliteBackend(Backend):
+class SqliteBackend(Backend, RetentionCapable):
     """``sqlite:///path/to/edbus.db``. ``window`` bounds the pulled-but-unacked rows per subscription;
     ``synchronous="normal"`` trades the power-loss durability of appends for speed (docs/operations.md)."""
 
