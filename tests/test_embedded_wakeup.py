@@ -199,3 +199,50 @@ def test_files_of_older_edbus_versions_are_left_alone(tmp_path: Path) -> None:
         assert (folder / "edbus-12-0123456789ab").exists()
     finally:
         sender.close()
+
+
+def test_publishes_wake_every_thread_waiting_on_the_processs_listener(tmp_path: Path) -> None:
+    """The consumers of one process share its listener (xapi-feed runs several): each is woken."""
+    folder = tmp_path / "wake"
+    listener, sender = WakeListener(folder), WakeSender(folder)
+    woken: queue.Queue[bool] = queue.Queue()
+    threads = [threading.Thread(target=lambda: woken.put(listener.wait(HOUR)), daemon=True) for _ in range(4)]
+    try:
+        for t in threads:
+            t.start()
+        eventually(lambda: sender.notify() or woken.qsize() == len(threads), timeout=DEADLINE)
+        assert [woken.get_nowait() for _ in threads] == [True] * len(threads)
+    finally:
+        sender.close()
+        listener.close()
+
+
+def test_threads_waiting_with_different_timeouts_on_one_listener_never_raise(tmp_path: Path) -> None:
+    """A wait used to set the shared socket's timeout under another thread's recv: TimeoutError ended a
+    consumer of the demo's xapi-feed."""
+    folder = tmp_path / "wake"
+    listener, sender = WakeListener(folder), WakeSender(folder)
+    errors: list[BaseException] = []
+    stop = threading.Event()
+
+    def waiter(timeout: float) -> None:
+        try:
+            for _ in range(300):
+                listener.wait(timeout)
+        except BaseException as exc:  # the failure this test is about
+            errors.append(exc)
+
+    threads = [threading.Thread(target=waiter, args=(t,)) for t in (0.0, 0.001, 0.003, 0.0)]
+    notifier = threading.Thread(target=lambda: [sender.notify() for _ in iter(lambda: stop.wait(0.0005), True)])
+    try:
+        notifier.start()
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=DEADLINE)
+        assert errors == []
+    finally:
+        stop.set()
+        notifier.join(timeout=DEADLINE)
+        sender.close()
+        listener.close()

@@ -172,7 +172,8 @@ def test_the_demo_on_pulsar_ends_with_the_replica_equal_to_the_source_and_poison
     import re
 
     from click.testing import CliRunner
-    from edbus.cli.demo import demo
+
+    from edbus_services.demo import demo
 
     result = CliRunner().invoke(demo, ["--url", url, "--workdir", str(tmp_path / "run"), "--courses", "30",
                                        "--changes", "300", "--poison", "3", "--rate", "0", "--timeout", "60"])

@@ -26,6 +26,7 @@ import errno
 import logging
 import os
 import secrets
+import select
 import socket
 import stat
 import sys
@@ -165,6 +166,7 @@ class WakeListener:
                        "platform; a shorter store path restores them")
             return
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        sock.setblocking(False)  # waits poll() it: several consumer threads of a process share this socket
         try:
             sock.bind(address)
         except OSError as exc:
@@ -194,25 +196,33 @@ class WakeListener:
         return stat.S_ISSOCK(st.st_mode) and st.st_ino == self._inode
 
     def wait(self, timeout: float) -> bool:
-        """True when woken, False on timeout. Drains pending wake-ups."""
-        if self._sock is None:
+        """True when woken, False on timeout. Drains pending wake-ups.
+
+        Safe from several threads at once (the consumers of a process share one listener): the socket
+        stays non-blocking and each thread polls it, so a wake-up wakes every thread waiting then, and
+        none changes a timeout under another's ``recv`` (which once ended a consumer with TimeoutError)."""
+        sock = self._sock
+        if sock is None:
             self._bind()
-            if self._sock is None:
+            sock = self._sock
+            if sock is None:
                 time.sleep(max(timeout, 0.0))
                 return False
-        self._sock.settimeout(max(timeout, 0.0))  # 0: a non-blocking look
+        poller = select.poll()
         try:
-            self._sock.recv(64)
-        except (TimeoutError, BlockingIOError):
-            if not self._still_bound():
+            poller.register(sock, select.POLLIN)
+            ready = poller.poll(max(timeout, 0.0) * 1000)
+        except (OSError, ValueError):  # closed by another thread meanwhile: the next wait binds again
+            return False
+        if not ready:
+            if sock is self._sock and not self._still_bound():
                 log.info("edbus: the wake-up socket %s was removed; binding a new one", self.folder / self.name)
                 self._unbind()
                 self._bind()
             return False
-        self._sock.settimeout(0)
-        with contextlib.suppress(BlockingIOError):
+        with contextlib.suppress(BlockingIOError, InterruptedError, OSError):
             while True:
-                self._sock.recv(64)
+                sock.recv(64)  # another thread may have drained it first: woken all the same
         return True
 
     def _unbind(self) -> None:
