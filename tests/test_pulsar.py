@@ -13,6 +13,7 @@ import time
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -135,11 +136,12 @@ def test_a_named_producer_refuses_a_sequence_that_does_not_grow_and_stores_nothi
 
 
 def test_a_consumer_the_broker_does_not_list_is_replaced_though_the_client_says_it_is_connected(
-        backend: Backend) -> None:
+        backend: Backend, monkeypatch: pytest.MonkeyPatch) -> None:
     """After a broker restart the client can fail to subscribe again and still report itself connected
     (pulsar-client-cpp #577): only the broker's stats tell. Here the backend's record of its consumer's
     name is changed, which is how such a consumer looks from the broker; it is replaced, and delivery
-    goes on with the new one."""
+    goes on with the new one. The old one is closed before the new one subscribes, so the broker never
+    holds both (docs/reliability.md, finding 9)."""
     from edbus.backends.pulsar import PulsarBackend
 
     assert isinstance(backend, PulsarBackend)
@@ -149,11 +151,20 @@ def test_a_consumer_the_broker_does_not_list_is_replaced_though_the_client_says_
     eventually(lambda: bool(got.extend(d.message.record.id for d in _fetch_ack(backend)) or got), timeout=10)
     stale = backend._subs[("t", "s")]
     assert stale.consumer.is_connected()
+    old_closed_when_new_subscribed: list[bool] = []
+    subscribe = backend._subscribe
+
+    def spy(*args: Any) -> Any:
+        old_closed_when_new_subscribed.append(stale.closed)
+        return subscribe(*args)
+
+    monkeypatch.setattr(backend, "_subscribe", spy)
     stale.name = "edbus-unknown-to-the-broker"
     eventually(lambda: bool(_fetch_ack(backend) or True) and backend._subs[("t", "s")] is not stale, timeout=15)
     backend.append("t", [rec(2, "k")])
     eventually(lambda: bool(got.extend(d.message.record.id for d in _fetch_ack(backend)) or "e2" in got), timeout=10)
     assert got == ["e1", "e2"] and stale.closed
+    assert old_closed_when_new_subscribed == [True]
 
 
 def _fetch_ack(backend: Backend) -> list[Delivery]:
