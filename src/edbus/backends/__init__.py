@@ -6,12 +6,14 @@ import os
 from urllib.parse import urlsplit
 
 from edbus.backends.base import (
+    Administrable,
     Backend,
     Delivery,
     ErrorInfo,
     Message,
     Mode,
     Record,
+    RetentionCapable,
     StartAt,
     SubscriptionStats,
     TopicStats,
@@ -19,8 +21,8 @@ from edbus.backends.base import (
 )
 from edbus.errors import ConfigError
 
-__all__ = ["Backend", "Delivery", "ErrorInfo", "Message", "Mode", "Record", "StartAt",
-           "SubscriptionStats", "TopicStats", "default_url", "dlq_topic", "open_backend"]
+__all__ = ["Administrable", "Backend", "Delivery", "ErrorInfo", "Message", "Mode", "Record", "RetentionCapable",
+           "StartAt", "SubscriptionStats", "TopicStats", "default_url", "dlq_topic", "open_backend"]
 
 
 def default_url() -> str:

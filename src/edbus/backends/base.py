@@ -1,9 +1,17 @@
-"""The backend contract: storage and transport only.
+"""The backend contract: storage and transport only, in three parts.
 
-A backend appends records durably, hands them to named subscriptions under a lease, takes acks and
-nacks, moves cursors and reports stats. It knows nothing of Avro, payload classes, retries policy or
-Django: the bus composes those on top. Both backends (embedded SQLite and Pulsar) pass one contract
-test suite (``tests/contract``).
+- ``Backend``, the core every backend implements: append records durably, hand them to named
+  subscriptions under a lease, take acks, nacks and dead letters. Producing and consuming need nothing
+  else.
+- ``Administrable``, opted into: what operators ask (stats, reading a topic without a subscription,
+  seek, redrive and purge of dead letters, deleting a subscription). ``administrable(backend)`` gives it
+  or says in one line that the backend has none.
+- ``RetentionCapable``, opted into by a backend that deletes old acked events itself
+  (``retention_capable``); Pulsar leaves that to its broker.
+
+A backend knows nothing of Avro, payload classes, retry policy or Django: the bus composes those on
+top. Both backends (embedded SQLite and Pulsar) implement all three parts of what they have and pass one
+contract test suite (``tests/contract``).
 """
 
 from __future__ import annotations
@@ -14,12 +22,14 @@ import enum
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from edbus.errors import ConfigError
 from edbus.records import Message, Record  # re-exported: they live below both backends and events
 
 if TYPE_CHECKING:
     from edbus.schema.registry import SchemaRegistry
 
 __all__ = [
+    "Administrable",
     "Backend",
     "Delivery",
     "ErrorInfo",
@@ -30,6 +40,7 @@ __all__ = [
     "StartAt",
     "SubscriptionStats",
     "TopicStats",
+    "administrable",
     "broker_retention",
     "check_sequence",
     "check_subscription",
@@ -203,7 +214,8 @@ def dead_letter_headers(delivery: Delivery, error: ErrorInfo) -> dict[str, str]:
 
 
 class Backend(abc.ABC):
-    """Storage and transport. Every method may raise ``edbus.errors.StoreError``."""
+    """Storage and transport, the core: what producing and consuming need. Every method may raise
+    ``edbus.errors.StoreError``."""
 
     url: str
 
@@ -226,10 +238,6 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def subscribe(self, topic: str, subscription: str, mode: Mode, start: StartAt) -> None:
         """Create the subscription if it does not exist (``start`` applies only then)."""
-
-    @abc.abstractmethod
-    def unsubscribe(self, topic: str, subscription: str) -> None:
-        """Delete a subscription, its cursor and unacked state (its dead letters stay until purged)."""
 
     @abc.abstractmethod
     def fetch(self, topic: str, subscription: str, consumer: str, limit: int,
@@ -265,6 +273,26 @@ class Backend(abc.ABC):
     def wait(self, timeout: float) -> None:
         """Block until new messages may have arrived, or ``timeout`` seconds."""
 
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Release connections and files."""
+
+    def __enter__(self) -> Backend:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class Administrable(abc.ABC):
+    """An optional part of the contract: what operators ask of a backend (the CLI's ``topics``,
+    ``subscriptions``, ``tail``, ``replay``, ``dlq`` and ``unsubscribe``, the dashboard, the metrics
+    exporter's backlog gauges, ``Bus.read``/``seek``). Every method may raise ``edbus.errors.StoreError``."""
+
+    @abc.abstractmethod
+    def unsubscribe(self, topic: str, subscription: str) -> None:
+        """Delete a subscription, its cursor and unacked state (its dead letters stay until purged)."""
+
     # -- replay and readers ------------------------------------------------------------------
     @abc.abstractmethod
     def seek(self, topic: str, subscription: str, start: StartAt) -> None:
@@ -274,7 +302,7 @@ class Backend(abc.ABC):
     def read(self, topic: str, start: StartAt, limit: int, after: str | None = None) -> list[Message]:
         """Read without a subscription, from ``start`` (or after position ``after``)."""
 
-    # -- dead letters, stats (retention: the optional RetentionCapable) ---------------------
+    # -- dead letters, stats -------------------------------------------------------------
     @abc.abstractmethod
     def redrive(self, topic: str, subscription: str, event_ids: Sequence[str] | None) -> int:
         """Give dead-lettered events (all, or these ids) back to the subscription; returns how many."""
@@ -292,15 +320,13 @@ class Backend(abc.ABC):
     def subscriptions(self, topic: str | None = None) -> list[SubscriptionStats]:
         """Every subscription (of one topic) with its backlog."""
 
-    @abc.abstractmethod
-    def close(self) -> None:
-        """Release connections and files."""
 
-    def __enter__(self) -> Backend:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+def administrable(backend: Backend) -> Administrable:
+    """``backend``'s administration; ``ConfigError`` in one line if it has none."""
+    if isinstance(backend, Administrable):
+        return backend
+    raise ConfigError(f"{type(backend).__name__} has no administration (stats, read, seek, dead letters, "
+                      "unsubscribe): use a backend that has, such as sqlite:// or pulsar://")
 
 
 class RetentionCapable(abc.ABC):

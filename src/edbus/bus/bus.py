@@ -7,7 +7,7 @@ from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from edbus.backends import Backend, Message, Mode, Record, StartAt, SubscriptionStats, TopicStats, open_backend
-from edbus.backends.base import check_sequence, check_subscription
+from edbus.backends.base import Administrable, administrable, check_sequence, check_subscription
 from edbus.bus.consumer import Consumer
 from edbus.bus.metrics import Metrics
 from edbus.bus.middleware import Middleware, MiddlewareChain
@@ -154,7 +154,7 @@ class Bus:
         after: str | None = None
         seen = 0
         while limit is None or seen < limit:
-            messages = self.backend.read(topic, start, batch if limit is None else min(batch, limit - seen),
+            messages = self.administration.read(topic, start, batch if limit is None else min(batch, limit - seen),
                                          after)
             if not messages:
                 return
@@ -165,23 +165,29 @@ class Bus:
             after = messages[-1].position
 
     # -- administration, in this bus's topic names (its prefix added) -------------------------------
+    @property
+    def administration(self) -> Administrable:
+        """The backend's optional administration part (stats, read, seek, dead letters, unsubscribe);
+        ``ConfigError`` in one line if the backend has none."""
+        return administrable(self.backend)
+
     def topics(self) -> list[TopicStats]:
         """Every topic of the store with its event count and size (names as stored, prefix included)."""
-        return self.backend.topics()
+        return self.administration.topics()
 
     def subscriptions(self, topic: str) -> list[SubscriptionStats]:
         """The subscriptions of ``topic`` with their backlog, in-flight and dead-lettered counts."""
-        return self.backend.subscriptions(self.topic(topic))
+        return self.administration.subscriptions(self.topic(topic))
 
     def seek(self, topic: str, subscription: str, to: str | StartAt) -> None:
         """Move a subscription's cursor (``earliest``, ``latest``, an ISO time or ``id:EVENT_ID``): replay or
         skip. Raises ``NotFoundError`` for a subscription that does not exist."""
-        self.backend.seek(self.topic(topic), check_subscription(subscription),
+        self.administration.seek(self.topic(topic), check_subscription(subscription),
                           StartAt.parse(to) if isinstance(to, str) else to)
 
     def unsubscribe(self, topic: str, subscription: str) -> None:
         """Delete a subscription: its unacked events are no longer held for it."""
-        self.backend.unsubscribe(self.topic(topic), check_subscription(subscription))
+        self.administration.unsubscribe(self.topic(topic), check_subscription(subscription))
 
     def close(self) -> None:
         self.backend.close()

@@ -255,10 +255,10 @@ def serve_bus_metrics(bus: Bus, port: int, *, stats_bus: Bus | None = None, topi
     registry = prom.CollectorRegistry()
     bus.middleware.middleware.append(PrometheusMetrics(registry))
     if stats_bus is not None:
-        own = stats_bus
+        own = stats_bus.administration  # a backend without administration: refused here, not at each scrape
 
         def stats() -> tuple[list[TopicStats], list[SubscriptionStats]]:
-            return own.backend.topics(), own.backend.subscriptions(None)
+            return own.topics(), own.subscriptions(None)
 
         registry.register(StoreCollector(stats, topics))
     return serve_metrics(port, registry, address=address)

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from edbus.backends.base import Backend, Message, StartAt
+from edbus.backends.base import Administrable, Message, StartAt
 from edbus.bus.bus import Bus, check_topic
 from edbus.errors import ConfigError, EdbusError, NotFoundError, redact
 
@@ -57,23 +57,23 @@ def resolve_topic(bus: Bus, name: str) -> str:
     return bus.topic(name)
 
 
-def topic_exists(backend: Backend, topic: str) -> bool:
-    return any(t.topic == topic for t in backend.topics())
+def topic_exists(admin: Administrable, topic: str) -> bool:
+    return any(t.topic == topic for t in admin.topics())
 
 
-def require_subscription(backend: Backend, topic: str, subscription: str) -> None:
-    if not any(s.subscription == subscription for s in backend.subscriptions(topic)):
+def require_subscription(admin: Administrable, topic: str, subscription: str) -> None:
+    if not any(s.subscription == subscription for s in admin.subscriptions(topic)):
         raise NotFoundError(f"no subscription {subscription!r} on topic {topic!r} "
                             "(edbus subscriptions lists them)")
 
 
-def iter_messages(backend: Backend, topic: str, start: StartAt, *, limit: int | None = None,
+def iter_messages(admin: Administrable, topic: str, start: StartAt, *, limit: int | None = None,
                   batch: int = 500) -> Iterator[Message]:
     """Every message of a topic from ``start`` (paged; at most ``limit``)."""
     after: str | None = None
     seen = 0
     while limit is None or seen < limit:
-        messages = backend.read(topic, start, batch if limit is None else min(batch, limit - seen), after)
+        messages = admin.read(topic, start, batch if limit is None else min(batch, limit - seen), after)
         if not messages:
             return
         yield from messages

@@ -30,8 +30,8 @@ def dlq() -> None:
 
 def _dead_letters(bus: Bus, topic: str, subscription: str) -> tuple[str, list[Message]]:
     stored = bus.topic(topic)
-    require_subscription(bus.backend, stored, subscription)
-    return stored, list(iter_messages(bus.backend, dlq_topic(stored, subscription), StartAt("earliest")))
+    require_subscription(bus.administration, stored, subscription)
+    return stored, list(iter_messages(bus.administration, dlq_topic(stored, subscription), StartAt("earliest")))
 
 
 def _float(text: str | None) -> float | None:
@@ -181,7 +181,7 @@ def redrive(ctx: click.Context, topic: str, subscription: str, ids: tuple[str, .
     bus = open_bus(ctx)
     stored, messages = _dead_letters(bus, topic, subscription)
     _check_ids(stored, subscription, messages, selected)
-    count = bus.backend.redrive(stored, subscription, selected)
+    count = bus.administration.redrive(stored, subscription, selected)
     click.echo(f"redrove {count} dead letter(s) to {subscription} on {stored}")
 
 
@@ -204,5 +204,5 @@ def purge(ctx: click.Context, topic: str, subscription: str, ids: tuple[str, ...
         return
     if not yes:
         click.confirm(f"delete {count} dead letter(s) of {subscription} on {stored} for good?", abort=True)
-    deleted = bus.backend.purge_dead_letters(stored, subscription, selected)
+    deleted = bus.administration.purge_dead_letters(stored, subscription, selected)
     click.echo(f"purged {deleted} dead letter(s) of {subscription} on {stored}")

@@ -34,8 +34,10 @@ def store_collector(bus: Bus, topics: Sequence[str] | None = None) -> StoreColle
     """Gauges that read ``bus``'s stats at each scrape (``bus`` is then the collector's own: use it from
     no other thread). ``topics``: stored names to export (None: every topic)."""
 
+    admin = bus.administration  # a backend without administration: refused here, not at each scrape
+
     def stats() -> tuple[list[TopicStats], list[SubscriptionStats]]:
-        return bus.backend.topics(), bus.backend.subscriptions(None)
+        return admin.topics(), admin.subscriptions(None)
 
     return StoreCollector(stats, topics)
 

@@ -17,7 +17,7 @@ from typing import IO, Any
 
 import click
 
-from edbus.backends.base import Backend, Record, StartAt, broker_retention, retention_capable
+from edbus.backends.base import Administrable, Record, StartAt, broker_retention, retention_capable
 from edbus.cli.common import (
     CliError,
     DurationType,
@@ -156,7 +156,7 @@ def publish(ctx: click.Context, topic: str, event_type: str, data_text: str | No
 def topics(ctx: click.Context, as_json: bool) -> None:
     """List topics with their events, size and subscriptions (dead-letter topics end in .dlq)."""
     bus = open_bus(ctx)
-    found = bus.backend.topics()
+    found = bus.administration.topics()
     if as_json:
         echo_json([dataclasses.asdict(t) for t in found])
         return
@@ -179,7 +179,7 @@ def subscriptions(ctx: click.Context, topic: str | None, as_json: bool) -> None:
     dead-lettered: events in the subscription's dead-letter topic; consumers: seen in the last minute.
     """
     bus = open_bus(ctx)
-    found = bus.backend.subscriptions(bus.topic(topic) if topic else None)
+    found = bus.administration.subscriptions(bus.topic(topic) if topic else None)
     if as_json:
         echo_json([dataclasses.asdict(s) for s in found])
         return
@@ -208,9 +208,9 @@ def replay(ctx: click.Context, topic: str, subscription: str, start: StartAt) ->
     """
     bus = open_bus(ctx)
     stored = bus.topic(topic)
-    before = _backlog(bus.backend, stored, subscription)
-    bus.backend.seek(stored, subscription, start)
-    after = _backlog(bus.backend, stored, subscription)
+    before = _backlog(bus.administration, stored, subscription)
+    bus.administration.seek(stored, subscription, start)
+    after = _backlog(bus.administration, stored, subscription)
     click.echo(f"moved {subscription} on {stored} to {describe_start(start)}: backlog {before} -> {after}")
 
 
@@ -224,17 +224,17 @@ def unsubscribe(ctx: click.Context, topic: str, subscription: str, yes: bool) ->
     events for it. Its dead-letter topic stays until purged (edbus dlq purge)."""
     bus = open_bus(ctx)
     stored = bus.topic(topic)
-    backlog = _backlog(bus.backend, stored, subscription)
+    backlog = _backlog(bus.administration, stored, subscription)
     if not yes:
         click.confirm(f"delete subscription {subscription} on {stored} with {backlog} unacked event(s)?",
                       abort=True)
-    bus.backend.unsubscribe(stored, subscription)
+    bus.administration.unsubscribe(stored, subscription)
     click.echo(f"deleted subscription {subscription} on {stored} ({backlog} unacked event(s) released)")
 
 
-def _backlog(backend: Backend, topic: str, subscription: str) -> int:
-    require_subscription(backend, topic, subscription)
-    return next(s.backlog for s in backend.subscriptions(topic) if s.subscription == subscription)
+def _backlog(admin: Administrable, topic: str, subscription: str) -> int:
+    require_subscription(admin, topic, subscription)
+    return next(s.backlog for s in admin.subscriptions(topic) if s.subscription == subscription)
 
 
 @cli.command()

@@ -65,7 +65,8 @@ def tail(ctx: click.Context, topic: str, start: StartAt, follow: bool, limit: in
     bus = open_bus(ctx)
     backend = bus.backend
     stored = resolve_topic(bus, topic)
-    if not follow and not topic_exists(backend, stored):
+    admin = bus.administration
+    if not follow and not topic_exists(admin, stored):
         raise NotFoundError(f"no topic {stored!r} (edbus topics lists them)")
     origin = describe_start(start)
     if start.where == "latest" and follow:
@@ -83,7 +84,7 @@ def tail(ctx: click.Context, topic: str, start: StartAt, follow: bool, limit: in
                                        markup=False)
         while limit is None or shown < limit:
             size = _BATCH if limit is None else min(_BATCH, limit - shown)
-            messages = backend.read(stored, start, size, after)
+            messages = admin.read(stored, start, size, after)
             for message in messages:
                 event = event_dict(message, bus.codec)
                 if as_json:

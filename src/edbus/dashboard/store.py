@@ -84,7 +84,7 @@ class DashboardStore:
     # -- sampling ------------------------------------------------------------------------------------
     def sample(self) -> None:
         now = time.time()
-        topics, subs = self.locked(lambda b: (b.backend.topics(), b.backend.subscriptions(None)))
+        topics, subs = self.locked(lambda b: (b.administration.topics(), b.administration.subscriptions(None)))
         with self._lock:
             for t in topics:
                 self._events.setdefault(t.topic, collections.deque(maxlen=self._keep)).append((now, t.events))
@@ -123,10 +123,10 @@ class DashboardStore:
 
     # -- reading -------------------------------------------------------------------------------------
     def topics(self) -> list[TopicStats]:
-        return self.locked(lambda b: b.backend.topics())
+        return self.locked(lambda b: b.administration.topics())
 
     def subscriptions(self, topic: str | None = None) -> list[SubscriptionStats]:
-        return self.locked(lambda b: b.backend.subscriptions(topic))
+        return self.locked(lambda b: b.administration.subscriptions(topic))
 
     def subscription(self, topic: str, subscription: str) -> SubscriptionStats:
         check_topic(topic)
@@ -139,7 +139,7 @@ class DashboardStore:
     def dead_letters(self, topic: str, subscription: str) -> list[DeadLetterView]:
         self.subscription(topic, subscription)
         return self.locked(lambda b: [_view(m, b) for m in iter_messages(
-            b.backend, dlq_topic(topic, subscription), StartAt("earliest"))])
+            b.administration, dlq_topic(topic, subscription), StartAt("earliest"))])
 
     def dead_letter(self, topic: str, subscription: str, event_id: str) -> DeadLetterView:
         found = [d for d in self.dead_letters(topic, subscription) if d.id == event_id]
@@ -151,7 +151,7 @@ class DashboardStore:
         """Every event type with its versions, and the compatibility rule of every topic."""
         def read(b: Bus) -> tuple[list[tuple[str, list[Any]]], list[tuple[str, str]]]:
             types = [(name, b.registry.versions(name)) for name in sorted(b.registry.event_types())]
-            rules = [(t.topic, str(b.registry.rule(t.topic))) for t in b.backend.topics()
+            rules = [(t.topic, str(b.registry.rule(t.topic))) for t in b.administration.topics()
                      if not t.topic.endswith(".dlq")]
             return types, rules
         return self.locked(read)
@@ -162,14 +162,15 @@ class DashboardStore:
             self.dead_letter(topic, subscription, event_id)
         else:
             self.subscription(topic, subscription)
-        return self.locked(lambda b: b.backend.redrive(topic, subscription, None if event_id is None else [event_id]))
+        ids = None if event_id is None else [event_id]
+        return self.locked(lambda b: b.administration.redrive(topic, subscription, ids))
 
     def purge(self, topic: str, subscription: str, event_id: str | None) -> int:
         if event_id is not None:
             self.dead_letter(topic, subscription, event_id)
         else:
             self.subscription(topic, subscription)
-        return self.locked(lambda b: b.backend.purge_dead_letters(
+        return self.locked(lambda b: b.administration.purge_dead_letters(
             topic, subscription, None if event_id is None else [event_id]))
 
     def republish(self, topic: str, subscription: str, event_id: str) -> str:
@@ -178,8 +179,8 @@ class DashboardStore:
         self.dead_letter(topic, subscription, event_id)
 
         def run(b: Bus) -> str:
-            message = next(m for m in iter_messages(b.backend, dlq_topic(topic, subscription), StartAt("earliest"))
-                           if m.record.id == event_id)
+            dead = iter_messages(b.administration, dlq_topic(topic, subscription), StartAt("earliest"))
+            message = next(m for m in dead if m.record.id == event_id)
             r = message.record
             new_id = new_event_id()
             headers = {k: v for k, v in r.headers.items() if not k.startswith(_DLQ_PREFIX)}
@@ -190,5 +191,5 @@ class DashboardStore:
 
     def replay(self, topic: str, subscription: str, to: StartAt) -> tuple[int, int]:
         before = self.subscription(topic, subscription).backlog
-        self.locked(lambda b: b.backend.seek(topic, subscription, to))
+        self.locked(lambda b: b.administration.seek(topic, subscription, to))
         return before, self.subscription(topic, subscription).backlog

@@ -117,7 +117,7 @@ class EdbusConsumer(EventBusConsumer):
                                     handler_timeout=options.handler_timeout)
             if options.replay_from is not None:
                 bus.backend.subscribe(consumer.topic, self.group_id, options.mode, options.start)
-                bus.backend.seek(consumer.topic, self.group_id, options.replay_from)
+                bus.administration.seek(consumer.topic, self.group_id, options.replay_from)
                 log.info("edbus: subscription %s of %s moved to %s", self.group_id, consumer.topic,
                          options.replay_from)
             consumer.add_fallback(self.emit)

@@ -133,10 +133,10 @@ class XapiDemoService:
     def _subscriptions(self, bus: Bus) -> tuple[int, int, int]:
         """(events on the feed's topics, backlog of its subscription, dead letters)."""
         wanted = {bus.topic(t) for t in DEFAULT_TOPICS}
-        published = sum(t.events for t in bus.backend.topics() if t.topic in wanted)
+        published = sum(t.events for t in bus.administration.topics() if t.topic in wanted)
         backlog = dead = 0
         for topic in wanted:
-            for s in bus.backend.subscriptions(topic):
+            for s in bus.administration.subscriptions(topic):
                 if s.subscription == SUBSCRIPTION:
                     backlog, dead = backlog + s.backlog, dead + s.dead_lettered
         return published, backlog, dead

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from edbus.backends.base import (
+    Administrable,
     Backend,
     Delivery,
     ErrorInfo,
@@ -61,7 +62,7 @@ def retry_topic(topic: str, subscription: str) -> str:
 log = logging.getLogger("edbus.backends.pulsar")
 
 
-class PulsarBackend(Backend):
+class PulsarBackend(Backend, Administrable):
     def __init__(self, url: str) -> None:
         self.url = url
         self.config = PulsarConfig.parse(url)

@@ -20,6 +20,7 @@ from urllib.parse import parse_qsl
 
 from edbus._rng import rng as _rng
 from edbus.backends.base import (
+    Administrable,
     Backend,
     Delivery,
     ErrorInfo,
@@ -71,7 +72,7 @@ def _message(row: Sequence[Any]) -> Message:
     return Message(Record(id_, type_, key, json.loads(headers), payload), topic, str(seq), published_at)
 
 
-class SqliteBackend(Backend, RetentionCapable):
+class SqliteBackend(Backend, Administrable, RetentionCapable):
     """``sqlite:///path/to/edbus.db``. ``window`` bounds the pulled-but-unacked rows per subscription;
     ``synchronous="normal"`` trades the power-loss durability of appends for speed (docs/operations.md)."""
 
