@@ -232,15 +232,15 @@ class PulsarBackend(Backend, Administrable):
                         "unknown to the broker" if connected else "disconnected", now - state.disconnected_since)
             # closed before its successor subscribes, so the broker never sees both at once: what the old
             # one held goes back to the subscription first, and a key's order does not rest on Key_Shared's
-            # "recently joined consumer" rule, which Pulsar 3.0 breaks in some failovers
+            # "recently joined consumer" rule, suspected of failing in failovers on Pulsar 3.0
             # (docs/reliability.md, finding 9). If subscribing fails, the next fetch subscribes again.
             self._forget(topic, subscription)
-        fresh = self._subscribe(topic, subscription, mode, now)
-        if fresh is None:
+        successor = self._subscribe(topic, subscription, mode, now)
+        if successor is None:
             self._standby[(topic, subscription)] = now + _STANDBY_RETRY
             return None
-        self._subs[(topic, subscription)] = fresh
-        return fresh
+        self._subs[(topic, subscription)] = successor
+        return successor
 
     def _subscribe(self, topic: str, subscription: str, mode: Mode, now: float) -> SubState | None:
         """A new consumer; ``None`` when the broker refuses it because another process's consumer holds

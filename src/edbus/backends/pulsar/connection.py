@@ -215,11 +215,6 @@ class ClientHolder:
             self._role = self.config.security.role()
         return self._role
 
-    @property
-    def fresh(self) -> bool:
-        """True when there is no client for this process yet (everything built on one is gone)."""
-        return self._client is None or self._pid != os.getpid()
-
     def get(self) -> Any:
         with self._lock:
             if self._client is None or self._pid != os.getpid():

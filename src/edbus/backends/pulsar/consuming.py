@@ -77,7 +77,7 @@ class Held:
     lease_expires: float = 0.0
     token: int = 0
     available_at: float = 0.0
-    fresh: bool = True  # when received: its position was not held yet
+    first_receipt: bool = True  # its position was not held yet when it was received
 
     def free(self, now: float) -> bool:
         return self.lease_expires <= now and self.available_at <= now
@@ -203,7 +203,7 @@ class SubState:
             replaced = message.position in self.held
             self.held[message.position] = held
             self.version += 1
-            held.fresh = not replaced
+            held.first_receipt = not replaced
         return held, False
 
     def _awaited(self, expect: Mapping[str, tuple[int, int]]) -> bool:
@@ -262,7 +262,7 @@ class SubState:
                 return
             with self.lock:
                 wall = time.time()
-                if held.fresh and self.version == scan.version + 1 and wall < scan.due:
+                if held.first_receipt and self.version == scan.version + 1 and wall < scan.due:
                     scan.version = self.version
                     if not scan.stopped and not (self.mode is Mode.KEY_ORDERED
                                                  and held.message.record.key in scan.blocked):

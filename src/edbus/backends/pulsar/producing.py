@@ -199,7 +199,8 @@ class Producers:
             with contextlib.suppress(BaseException):
                 producer.close()
 
-    def _fresh(self, full_topic: str, records: Sequence[Record], label: str) -> tuple[list[Record], list[int]]:
+    def _not_recently_appended(self, full_topic: str, records: Sequence[Record],
+                               label: str) -> tuple[list[Record], list[int]]:
         """Records whose id was not appended here recently, with their payload digests (an id repeated
         with another payload is refused: it would lose an event)."""
         recent = self._recent_ids(full_topic)
@@ -257,7 +258,7 @@ class Producers:
                 headers: Sequence[dict[str, str]] | None, deliver_after: float | None, label: str,
                 backoff: Backoff) -> None:
         if dedupe:
-            todo, digests = self._fresh(full_topic, records, label or full_topic)
+            todo, digests = self._not_recently_appended(full_topic, records, label or full_topic)
         else:
             todo, digests = list(records), []
         props = list(headers) if headers is not None else [properties(r) for r in todo]
