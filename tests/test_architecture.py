@@ -47,3 +47,7 @@ def test_the_consumer_gets_its_dependencies_from_the_bus_without_importing_it():
     assert [c for c in cycles if "edbus.bus.consumer" in c] == []
     consumer = {t for m, _, t in architecture.module_imports() if m == "edbus.bus.consumer"}
     assert "edbus.bus.bus" not in consumer and "edbus.events.codec" in consumer
+
+
+def test_no_module_of_the_library_or_the_services_imports_itself_round_a_loop():
+    assert architecture.module_cycles() == []

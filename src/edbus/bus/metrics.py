@@ -10,23 +10,34 @@ import math
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from edbus.backends.base import Delivery, ErrorInfo, Record
-from edbus.bus.middleware import Ack, DeadLetter, Middleware, Outcome, Retry
+from edbus.bus.middleware import Ack, DeadLetter, Middleware, MiddlewareChain, Outcome, Retry
 from edbus.errors import ConfigError
 
 if TYPE_CHECKING:
     from prometheus_client.metrics_core import Metric
     from prometheus_client.registry import CollectorRegistry
 
-    from edbus.backends.base import SubscriptionStats, TopicStats
-    from edbus.bus.bus import Bus
+    from edbus.backends.base import Administrable, SubscriptionStats, TopicStats
     from edbus.events.types import Event
 
 __all__ = ["Metrics", "PrometheusMetrics", "StoreCollector", "percentile", "serve_bus_metrics", "serve_metrics"]
 
 log = logging.getLogger("edbus.metrics")
+
+
+class _Instrumented(Protocol):
+    """What ``serve_bus_metrics`` needs of a ``Bus`` (a Protocol: this module does not import bus.py,
+    which imports it)."""
+
+    middleware: MiddlewareChain
+
+
+class _Administered(Protocol):
+    @property
+    def administration(self) -> Administrable: ...
 
 # seconds: handler runs and publishes are usually milliseconds; end-to-end lag can be minutes
 _FAST_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -243,8 +254,8 @@ def serve_metrics(port: int, registry: CollectorRegistry, *, address: str = "0.0
     return stop
 
 
-def serve_bus_metrics(bus: Bus, port: int, *, stats_bus: Bus | None = None, topics: Sequence[str] | None = None,
-                      address: str = "0.0.0.0") -> Callable[[], None]:
+def serve_bus_metrics(bus: _Instrumented, port: int, *, stats_bus: _Administered | None = None,
+                      topics: Sequence[str] | None = None, address: str = "0.0.0.0") -> Callable[[], None]:
     """Export ``bus``'s Prometheus metrics at ``http://address:port/metrics``; returns a stop function.
 
     Adds a ``PrometheusMetrics`` to ``bus``'s middleware (call it before ``bus.consumer()``: a consumer takes
