@@ -13,7 +13,8 @@
 #   scripts/pulsar-cluster.sh wipe           stop everything and delete the data folder
 #   scripts/pulsar-cluster.sh test           start a cluster of its own on free ports, run the contract
 #                                            suite and the cluster fault scenarios on it, stop and delete it
-# Environment: EDBUS_CACHE (default ~/.cache/edbus), EDBUS_CLUSTER_DATA (default <cache>/pulsar-cluster).
+# Environment: EDBUS_CACHE (default ~/.cache/edbus), EDBUS_CLUSTER_DATA (default <cache>/pulsar-cluster),
+# EDBUS_PULSAR_VERSION (the Pulsar release of every node; default: scripts/pulsar.sh's).
 # Ports: EDBUS_CLUSTER_ZK_PORT, EDBUS_CLUSTER_BOOKIE{1,2,3}_PORT, EDBUS_CLUSTER_BROKER{1,2}_PORT,
 # EDBUS_CLUSTER_BROKER{1,2}_ADMIN_PORT; any not set is a free port chosen at the first start and kept in
 # <data>/ports.env, so a restarted node comes back on the same port and concurrent runs never share.
@@ -23,9 +24,13 @@ shopt -s inherit_errexit
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/.." && pwd)
 cache=${EDBUS_CACHE:-$HOME/.cache/edbus}
-home=$cache/pulsar-3.0.7  # the classpath scripts/pulsar.sh fetches
+lib=  # the broker's jars, from scripts/pulsar.sh (its version: EDBUS_PULSAR_VERSION)
 data=${EDBUS_CLUSTER_DATA:-$cache/pulsar-cluster}
 NODES=(zk bookie1 bookie2 bookie3 broker1 broker2)
+
+classpath() {  # fetched once per version (scripts/pulsar.sh), then read from the cache
+  [ -n "$lib" ] || lib=$(bash "$here/pulsar.sh" classpath)
+}
 START_LIMIT=${EDBUS_CLUSTER_START_LIMIT:-180}  # seconds a node may take to serve
 
 say() { echo "pulsar-cluster.sh: $*"; }
@@ -94,6 +99,7 @@ fill() {  # TEMPLATE NODE-DIR PORT [ADMIN-PORT]: the node's configuration with i
 launch() {  # NODE: start its JVM in the background
   local node=$1 dir=$data/$1 main args
   mkdir -p "$dir"
+  classpath
   case "$node" in
     zk) fill zookeeper.conf "$dir/data" "$(port_of zk)" >"$dir/node.conf"; mkdir -p "$dir/data"
         main=org.apache.zookeeper.server.ZooKeeperServerMain args="$dir/node.conf" ;;
@@ -103,7 +109,7 @@ launch() {  # NODE: start its JVM in the background
         main=org.apache.pulsar.PulsarBrokerStarter args="--broker-conf $dir/node.conf" ;;
   esac
   # shellcheck disable=SC2046,SC2086
-  (cd "$dir" && exec nohup java $(jvm_opts "$node") -Dlog4j2.formatMsgNoLookups=true -cp "$home/lib/*" \
+  (cd "$dir" && exec nohup java $(jvm_opts "$node") -Dlog4j2.formatMsgNoLookups=true -cp "$lib/*" \
      "$main" $args >>"$dir/node.log" 2>&1) &
   echo $! >"$dir/pid"
 }
@@ -122,9 +128,10 @@ await() {  # NODE: wait until it serves; on failure show its log and fail
 
 init_metadata() {  # once per data folder: the cluster, its tenant and namespace, BookKeeper's layout
   [ -f "$data/metadata.initialised" ] && return 0
+  classpath
   local zk=zk:127.0.0.1:$EDBUS_CLUSTER_ZK_PORT
   # shellcheck disable=SC2046
-  java $(jvm_opts zk) -cp "$home/lib/*" org.apache.pulsar.PulsarClusterMetadataSetup --cluster edbus \
+  java $(jvm_opts zk) -cp "$lib/*" org.apache.pulsar.PulsarClusterMetadataSetup --cluster edbus \
     --metadata-store "$zk" --configuration-metadata-store "$zk" \
     --web-service-url "http://127.0.0.1:$EDBUS_CLUSTER_BROKER1_ADMIN_PORT,127.0.0.1:$EDBUS_CLUSTER_BROKER2_ADMIN_PORT" \
     --broker-service-url "pulsar://127.0.0.1:$EDBUS_CLUSTER_BROKER1_PORT,127.0.0.1:$EDBUS_CLUSTER_BROKER2_PORT" \
@@ -140,7 +147,7 @@ start_node() {
 }
 
 start_all() {
-  [ -f "$home/lib/.complete" ] || bash "$here/pulsar.sh" fetch
+  classpath
   ports
   local t0=$SECONDS node
   start_node zk

@@ -6,7 +6,9 @@
 #   scripts/pulsar.sh status   running and ready?
 #   scripts/pulsar.sh wipe     stop it and delete its data (topics, cursors, schemas)
 #   scripts/pulsar.sh free-port  print a free loopback port (for EDBUS_PULSAR_PORT / EDBUS_PULSAR_ADMIN_PORT)
+#   scripts/pulsar.sh classpath  fetch if needed, print the folder of the broker's jars (scripts/pulsar-cluster.sh)
 # Environment: EDBUS_CACHE (default ~/.cache/edbus), EDBUS_PULSAR_DATA (default: <cache>/pulsar-data),
+# EDBUS_PULSAR_VERSION (default below; each version has its own classpath in the cache),
 # EDBUS_PULSAR_PORT (default 6650), EDBUS_PULSAR_ADMIN_PORT (default 8080): concurrent test runs use
 # their own data folder and free ports, so they never share (or stop) each other's broker.
 # Secured mode: EDBUS_PULSAR_SECURE_DIR=<dir> holding ca.pem (the CA that signed the server certificate),
@@ -18,7 +20,7 @@
 set -euo pipefail
 shopt -s inherit_errexit
 
-PULSAR_VERSION=3.0.7          # 3.0.x LTS: runs on Java 17
+PULSAR_VERSION=${EDBUS_PULSAR_VERSION:-3.0.7}  # 3.0.x LTS; 4.2.4 also resolves from Maven Central (Java 17)
 MAVEN_VERSION=3.9.9           # Maven 3.8's resolver does not finish on pulsar-broker's dependency graph
 here=$(cd "$(dirname "$0")" && pwd)
 cache=${EDBUS_CACHE:-$HOME/.cache/edbus}
@@ -58,7 +60,9 @@ fetch() {
   mvn=$(maven)
   rm -rf "$home/lib"
   mkdir -p "$home/lib"
-  "$mvn" -q -B -s "$here/pulsar/settings.xml" -Dmaven.repo.local="$repo" -f "$here/pulsar/pom.xml" \
+  # the pom names its parent's version, which Maven takes only literally: written per version
+  sed "s/@PULSAR_VERSION@/$PULSAR_VERSION/g" "$here/pulsar/pom.xml" > "$home/pom.xml"
+  "$mvn" -q -B -s "$here/pulsar/settings.xml" -Dmaven.repo.local="$repo" -f "$home/pom.xml" \
     dependency:copy-dependencies \
     -DincludeScope=runtime -DoutputDirectory="$home/lib"
   touch "$home/lib/.complete"
@@ -170,6 +174,7 @@ wipe() {
 
 case "${1:-}" in
   fetch) fetch ;;
+  classpath) fetch; echo "$home/lib" ;;
   wipe) wipe ;;
   start) start ;;
   stop) stop ;;
