@@ -10,8 +10,8 @@
   (``retention_capable``); Pulsar leaves that to its broker.
 
 A backend knows nothing of Avro, payload classes, retry policy or Django: the bus composes those on
-top. Both backends (embedded SQLite and Pulsar) implement all three parts of what they have and pass one
-contract test suite (``tests/contract``).
+top. Both backends (embedded SQLite and Pulsar) implement the core and ``Administrable``, the embedded
+store ``RetentionCapable`` too, and pass one contract test suite (``tests/contract``).
 """
 
 from __future__ import annotations

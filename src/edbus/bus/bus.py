@@ -154,8 +154,8 @@ class Bus:
         after: str | None = None
         seen = 0
         while limit is None or seen < limit:
-            messages = self.administration.read(topic, start, batch if limit is None else min(batch, limit - seen),
-                                         after)
+            size = batch if limit is None else min(batch, limit - seen)
+            messages = self.administration.read(topic, start, size, after)
             if not messages:
                 return
             for m in messages:
@@ -183,7 +183,7 @@ class Bus:
         """Move a subscription's cursor (``earliest``, ``latest``, an ISO time or ``id:EVENT_ID``): replay or
         skip. Raises ``NotFoundError`` for a subscription that does not exist."""
         self.administration.seek(self.topic(topic), check_subscription(subscription),
-                          StartAt.parse(to) if isinstance(to, str) else to)
+                                 StartAt.parse(to) if isinstance(to, str) else to)
 
     def unsubscribe(self, topic: str, subscription: str) -> None:
         """Delete a subscription: its unacked events are no longer held for it."""

@@ -232,8 +232,8 @@ class PulsarBackend(Backend, Administrable):
                         "unknown to the broker" if connected else "disconnected", now - state.disconnected_since)
             # closed before its successor subscribes, so the broker never sees both at once: what the old
             # one held goes back to the subscription first, and a key's order does not rest on Key_Shared's
-            # "recently joined consumer" rule, suspected of failing in failovers on Pulsar 3.0
-            # (docs/reliability.md, finding 9). If subscribing fails, the next fetch subscribes again.
+            # "recently joined consumer" rule (Pulsar 3.0 does not keep a key's order in every failover
+            # even so: docs/reliability.md, finding 9). If subscribing fails, the next fetch subscribes again.
             self._forget(topic, subscription)
         successor = self._subscribe(topic, subscription, mode, now)
         if successor is None:
