@@ -167,6 +167,27 @@ def test_a_consumer_the_broker_does_not_list_is_replaced_though_the_client_says_
     assert old_closed_when_new_subscribed == [True]
 
 
+def test_an_attempt_ledger_whose_producer_fails_writes_the_next_lease_through_a_new_one(backend: Backend) -> None:
+    """After a rolling restart of a cluster's bookies, a ledger producer timed out every write for
+    minutes while its consumer stayed connected, and the consumer leased nothing all that time. Here its
+    producer is closed under it, which fails writes the same way: the next lease after the failed one
+    goes through a new producer, and delivery goes on in order."""
+    from edbus.backends.pulsar import PulsarBackend
+
+    assert isinstance(backend, PulsarBackend)
+    backend.subscribe("t", "s", Mode.KEY_ORDERED, StartAt())
+    backend.append("t", [rec(1, "k")])
+    got: list[str] = []
+    eventually(lambda: bool(got.extend(d.message.record.id for d in _fetch_ack(backend)) or got), timeout=10)
+    ledger = backend._subs[("t", "s")].ledger
+    assert ledger is not None
+    failing = ledger._producer
+    failing.close()
+    backend.append("t", [rec(2, "k"), rec(3, "k")])
+    eventually(lambda: bool(got.extend(d.message.record.id for d in _fetch_ack(backend)) or "e3" in got), timeout=30)
+    assert got == ["e1", "e2", "e3"] and ledger._producer is not failing
+
+
 def _fetch_ack(backend: Backend) -> list[Delivery]:
     deliveries = backend.fetch("t", "s", "c", 10, 30)
     backend.ack(deliveries)

@@ -118,13 +118,12 @@ class AttemptLedger:
         self._count = 0
         self._swept = 0.0
         self.closed = False
+        self._client, self._full_topic = client, full_ledger_topic
+        self._write_failed = False  # the last write failed: the next one goes through a new producer
         import pulsar
 
         what = f"attempt ledger {ledger_topic}"
-        with pulsar_errors(what, role):
-            self._producer = client.create_producer(full_ledger_topic, batching_enabled=False,
-                                                    block_if_queue_full=True,
-                                                    send_timeout_millis=int(_WRITE_TIMEOUT * 1000))
+        self._use_producer(self._open_producer())
         try:
             with pulsar_errors(what, role):
                 self._reader = client.create_reader(full_ledger_topic, pulsar.MessageId.earliest,
@@ -132,7 +131,6 @@ class AttemptLedger:
         except BaseException:
             self._producer.close()
             raise
-        self._native_producer = getattr(self._producer, "_producer", None)
         self._native_reader = getattr(self._reader, "_reader", self._reader)  # skips a wrapper object per read
 
     @classmethod
@@ -218,6 +216,29 @@ class AttemptLedger:
             return found
 
     # -- writing -----------------------------------------------------------------------------
+    def _open_producer(self) -> Any:
+        with pulsar_errors(f"attempt ledger {self.name}", self.role):
+            return self._client.create_producer(self._full_topic, batching_enabled=False, block_if_queue_full=True,
+                                                send_timeout_millis=int(_WRITE_TIMEOUT * 1000))
+
+    def _use_producer(self, producer: Any) -> None:
+        self._producer = producer
+        self._native_producer = getattr(producer, "_producer", None)
+
+    def _replace_failed_producer(self) -> None:
+        """After a failed write, write through a new producer (lock held). The failed one may never come
+        back by itself soon: after a rolling restart of the bookies one timed out every write for minutes
+        while the same process's consumer stayed connected, and its fetches leased nothing all that time
+        (a cluster fault run); the client's own reconnection also backs off up to a minute. Raises
+        ``StoreError`` while the broker cannot give a new one (the write fails as it would have)."""
+        if not self._write_failed:
+            return
+        old = self._producer
+        self._use_producer(self._open_producer())
+        self._write_failed = False
+        # closing waits for the broker's answer, which a stuck producer may never get: not on this thread
+        threading.Thread(target=_close_quietly, args=(old,), name="edbus-ledger-close", daemon=True).start()
+
     def record(self, entries: Mapping[str, Attempts]) -> None:
         """Record a lease batch (and the changes deferred so far), durably: returns once the broker has them."""
         with self.lock:
@@ -254,7 +275,10 @@ class AttemptLedger:
             for position in positions:
                 self._drop(position, rewrite=True)
             if self._dirty and not self.closed:
-                self._send_dirty()
+                try:
+                    self._send_dirty()
+                except StoreError as exc:  # the acks stand; the rewrite goes with the next write
+                    log.debug("edbus: attempt ledger %s: rewrite after acks not sent: %s", self.name, exc)
 
     def flush(self) -> None:
         """Make the deferred changes durable."""
@@ -278,6 +302,7 @@ class AttemptLedger:
         a newer record is never missing from both); returns what to wait on, and where results go."""
         import _pulsar
 
+        self._replace_failed_producer()
         waits: list[threading.Event] = []
         results: list[Any] = []
         for key in sorted(self._dirty, key=lambda k: -int(k.rpartition(":")[2])):
@@ -304,13 +329,19 @@ class AttemptLedger:
     def _write_dirty(self) -> None:
         import pulsar
 
-        waits, results = self._send_dirty()
+        try:
+            waits, results = self._send_dirty()
+        except StoreError:
+            self._write_failed = True
+            raise
         deadline = time.monotonic() + _WRITE_TIMEOUT + 1
         for done in waits:
             if not done.wait(max(0.0, deadline - time.monotonic())):
+                self._write_failed = True
                 raise StoreError(f"write attempt ledger {self.name}: no answer in {_WRITE_TIMEOUT:.0f} s")
         bad = [r for r in results if r != pulsar.Result.Ok]
         if bad:
+            self._write_failed = True
             raise StoreError(f"write attempt ledger {self.name}: Pulsar {bad[0]}")
 
     # -- sweeping ----------------------------------------------------------------------------
@@ -347,6 +378,7 @@ class AttemptLedger:
         def ignore(result: Any, msg_id: Any) -> None:
             pass  # a deletion that does not reach the broker is swept again later
 
+        self._replace_failed_producer()
         with pulsar_errors(f"write attempt ledger {self.name}", self.role):
             for key in gone:
                 if self._native_producer is not None:
@@ -392,6 +424,11 @@ class AttemptLedger:
             except BaseException as exc:  # the client's errors may be BaseExceptions
                 if isinstance(exc, KeyboardInterrupt | SystemExit):
                     raise
+
+
+def _close_quietly(producer: Any) -> None:
+    with contextlib.suppress(BaseException):
+        producer.close()
 
 
 def delete_ledger(admin: Admin, topic: str, subscription: str) -> None:
