@@ -331,18 +331,16 @@ class AttemptLedger:
 
         try:
             waits, results = self._send_dirty()
+            deadline = time.monotonic() + _WRITE_TIMEOUT + 1
+            for done in waits:
+                if not done.wait(max(0.0, deadline - time.monotonic())):
+                    raise StoreError(f"write attempt ledger {self.name}: no answer in {_WRITE_TIMEOUT:.0f} s")
+            bad = [r for r in results if r != pulsar.Result.Ok]
+            if bad:
+                raise StoreError(f"write attempt ledger {self.name}: Pulsar {bad[0]}")
         except StoreError:
-            self._write_failed = True
+            self._write_failed = True  # the next write goes through a new producer
             raise
-        deadline = time.monotonic() + _WRITE_TIMEOUT + 1
-        for done in waits:
-            if not done.wait(max(0.0, deadline - time.monotonic())):
-                self._write_failed = True
-                raise StoreError(f"write attempt ledger {self.name}: no answer in {_WRITE_TIMEOUT:.0f} s")
-        bad = [r for r in results if r != pulsar.Result.Ok]
-        if bad:
-            self._write_failed = True
-            raise StoreError(f"write attempt ledger {self.name}: Pulsar {bad[0]}")
 
     # -- sweeping ----------------------------------------------------------------------------
     def _cursors(self) -> tuple[_Cursor, _Cursor]:
