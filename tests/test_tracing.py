@@ -103,3 +103,28 @@ def test_without_a_tracer_provider_events_get_the_own_traceparent_and_handlers_j
         consumer.run(max_events=1, install_signals=False)
         (message,) = bus.backend.read("t", StartAt(), 10)
     assert seen == [message.record.headers["traceparent"]]
+
+
+def test_a_global_provider_set_after_the_bus_started_is_used_within_a_second(
+        monkeypatch: pytest.MonkeyPatch, spans: tuple[TracerProvider, InMemorySpanExporter]) -> None:
+    """"No provider" is asked again once a second (asking reads the environment), not on every event."""
+    provider, _ = spans
+    asked: list[int] = []
+    configured: list[TracerProvider] = []
+
+    def global_provider() -> object:
+        asked.append(1)
+        return configured[0] if configured else trace.ProxyTracerProvider()
+
+    clock = [100.0]
+    monkeypatch.setattr(trace, "get_tracer_provider", global_provider)
+    monkeypatch.setattr("edbus.bus.tracing.time.monotonic", lambda: clock[0])
+    tracing = Tracing()
+    own = {"traceparent"}  # without a provider: edbus's own traceparent; with one, the send span writes it
+    assert all(set(tracing.publish_headers("t", 1)) == own for _ in range(50))
+    assert len(asked) == 1
+    configured.append(provider)  # the service configures OTel later
+    clock[0] += 0.5
+    assert set(tracing.publish_headers("t", 1)) == own and len(asked) == 1
+    clock[0] += 0.6
+    assert tracing.publish_headers("t", 1) == {} and len(asked) == 2

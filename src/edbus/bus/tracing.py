@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextvars
 import re
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -66,6 +67,7 @@ class Tracing(Middleware):
         self._api = _otel()
         self._provider = tracer_provider
         self._tracer: Any = None
+        self._unset_until = 0.0  # monotonic time before which "no provider configured" is not asked again
         self._local = threading.local()  # the send span, between before_ and after_publish of one thread
         self._spans: dict[int, tuple[Any, Any]] = {}  # id(delivery) -> (process span, context token)
 
@@ -75,10 +77,16 @@ class Tracing(Middleware):
             return None
         if self._tracer is not None:
             return self._tracer
+        now = time.monotonic()
+        if now < self._unset_until:
+            return None
         trace = self._api[2]
         provider = self._provider or trace.get_tracer_provider()
         if isinstance(provider, (trace.ProxyTracerProvider, trace.NoOpTracerProvider)):
-            return None  # none configured yet: asked again next time, a provider may be set later
+            # none configured yet; a provider may be set later, so asked again, but once a second: the
+            # API reads the environment on every ask (0.9 µs, asked 2-3 times per event; 0.12 µs cached)
+            self._unset_until = now + 1.0
+            return None
         self._tracer = provider.get_tracer("edbus")
         return self._tracer
 
