@@ -10,7 +10,9 @@ import os
 import re
 import signal
 import subprocess
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -33,6 +35,7 @@ class PulsarCluster:
     def __init__(self, data: Path, *, own: bool) -> None:
         self.data, self.own = data, own
         self.env = {**os.environ, "EDBUS_CLUSTER_DATA": str(data)}
+        self._changing = threading.RLock()  # held by a fault for its whole course: no revive meanwhile
 
     @classmethod
     def for_run(cls, workdir: Path) -> PulsarCluster:
@@ -66,6 +69,12 @@ class PulsarCluster:
     def ports(self) -> dict[str, int]:
         text = (self.data / "ports.env").read_text()
         return {m[1].lower(): int(m[2]) for m in re.finditer(r"EDBUS_CLUSTER_(\w+)_PORT=(\d+)", text)}
+
+    def version(self) -> str:
+        """The brokers' Pulsar release (its admin API's answer), e.g. ``4.2.4``."""
+        r = httpx.get(f"http://127.0.0.1:{self.ports()['broker1_admin']}/admin/v2/brokers/version", timeout=30)
+        r.raise_for_status()
+        return r.text.strip().strip('"')
 
     def url(self, prefix: str, publish_timeout: float = 300) -> str:
         """Both brokers as service and admin hosts: a client finds a topic through whichever answers."""
@@ -128,9 +137,37 @@ class PulsarCluster:
                 log.write("revived", node=node)
                 self.script("start", node)
 
+    def supervise(self, log: HistoryWriter) -> Callable[[], None]:
+        """Check every second, as a supervisor (systemd, Kubernetes) would, for nodes that died on their
+        own, and start them (``revive``), but never in the middle of a fault; returns the stop function.
+        A bookie whose ZooKeeper session expired during a metadata-store stop exits, and with one of the 3
+        gone after the last fault the run would wait on ``Not enough bookies`` until its deadline."""
+        done = threading.Event()
+
+        def loop() -> None:
+            while not done.wait(1.0):
+                with self._changing:
+                    try:
+                        self.revive(log)
+                    except (RuntimeError, subprocess.TimeoutExpired) as exc:  # tried again in a second
+                        log.write("revive_failed", error=str(exc)[-500:])
+
+        thread = threading.Thread(target=loop, name="cluster-supervisor", daemon=True)
+        thread.start()
+
+        def stop() -> None:
+            done.set()
+            thread.join(660)
+
+        return stop
+
     def apply(self, fault: Fault, log: HistoryWriter, topic: str) -> None:
         """Apply one cluster fault and bring the cluster back, both logged with their times (a node that
         died on its own since the last fault is started first: ``revive``)."""
+        with self._changing:
+            self._apply(fault, log, topic)
+
+    def _apply(self, fault: Fault, log: HistoryWriter, topic: str) -> None:
         self.revive(log)
         before = now()
         if fault.kind == "kill_bookie":

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -197,12 +198,15 @@ class Fleet:
         self.peak_kb: dict[int, int] = {}
         self._sampling = threading.Event()
         self._sampler: threading.Thread | None = None
+        self._stop_supervising: Callable[[], None] | None = None
 
     def start(self) -> None:
         for w in [*self.consumers, *self.producers]:
             w.start()
         self._sampler = threading.Thread(target=self._sample_loop, daemon=True)
         self._sampler.start()
+        if self.cluster is not None:
+            self._stop_supervising = self.cluster.supervise(self.log)
 
     def sample(self) -> None:
         for w in self.consumers:
@@ -241,6 +245,8 @@ class Fleet:
         self.log.write("restarted", kind=fault.kind, target=fault.target, pid=worker.pid)
 
     def finish_sampling(self) -> None:
+        if self._stop_supervising is not None:
+            self._stop_supervising()
         self.sample()
         self._sampling.set()
         if self._sampler is not None:

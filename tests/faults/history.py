@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -36,6 +37,7 @@ class HistoryWriter:
         self.path = path
         self.pid = os.getpid()
         self._file: IO[str] = open(path, "a", buffering=1)  # noqa: SIM115 - kept open for the process's life
+        self._lock = threading.Lock()  # a runner writes from its cluster's supervisor thread too
 
     def write(self, record_kind: str, /, **fields: Any) -> None:
         self.write_many(record_kind, [fields])
@@ -46,8 +48,9 @@ class HistoryWriter:
         text = "".join(json.dumps({"k": record_kind, "pid": self.pid, "t": t, **r}, separators=(",", ":")) + "\n"
                        for r in records)
         if text:
-            self._file.write(text)
-            self._file.flush()
+            with self._lock:
+                self._file.write(text)
+                self._file.flush()
 
     def close(self) -> None:
         self._file.close()
