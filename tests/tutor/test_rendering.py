@@ -125,7 +125,7 @@ def test_the_pulsar_backend_runs_a_broker_with_a_volume_locally_and_no_store_vol
     (compose,) = pulsar.yaml("local", "docker-compose.yml")
     services = compose["services"]
     broker = services["edbus-pulsar"]
-    assert broker["image"] == "apachepulsar/pulsar:3.0.7"
+    assert broker["image"] == "apachepulsar/pulsar:4.2.4"
     assert broker["volumes"] == ["../../data/edbus-pulsar:/pulsar/data:z"]
     assert broker["environment"]["PULSAR_PREFIX_brokerDeduplicationEnabled"] == "true"
     assert broker["environment"]["PULSAR_PREFIX_allowAutoSubscriptionCreation"] == "false"

@@ -35,7 +35,7 @@ DEFAULTS: dict[str, Any] = {
     "CONSUMERS": [],
     # Run a Pulsar standalone broker in `tutor local` (backend "pulsar" only); k8s needs a Pulsar cluster.
     "RUN_PULSAR": True,
-    "PULSAR_DOCKER_IMAGE": "apachepulsar/pulsar:3.0.7",
+    "PULSAR_DOCKER_IMAGE": "apachepulsar/pulsar:4.2.4",
     "PULSAR_MEMORY": "-Xms512m -Xmx512m -XX:MaxDirectMemorySize=512m",
     # Health probes of the consumers (a port, e.g. 8099; None: no probes): /healthz is alive while the
     # consumer's loop turns, /readyz while its store answers (edbus docs/operations.md).
