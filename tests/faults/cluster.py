@@ -133,9 +133,30 @@ class PulsarCluster:
         restarted just before the metadata store stops can fail its registration and exit (seen on Pulsar
         4.2.4), and with one of the 3 bookies gone no topic can open a ledger (ensemble 3)."""
         for node in ("zk", *BOOKIES, *BROKERS):
-            if node != but and self.pid(node) is None:
+            if node == but:
+                continue
+            pid = self.pid(node)
+            if pid is not None and node in BOOKIES and self._shut_itself_down(node):
+                log.write("revived", node=node, why="shut itself down but did not exit")
+                self.kill(node)
+                self.script("start", node)
+            elif pid is None:
                 log.write("revived", node=node)
                 self.script("start", node)
+
+    def _shut_itself_down(self, node: str) -> bool:
+        """The bookie triggered its own shutdown since it last started: the liveness probe a supervisor
+        would have. BookKeeper 4.17.3 (Pulsar 4.2.4's) can trigger it while still starting (its
+        registration failed: ZooKeeper was stopped), then finish starting, and the process lives on,
+        unregistered, serving nothing (seen 2026-12-06)."""
+        try:
+            with open(self.data / node / "node.log", "rb") as f:
+                f.seek(0, os.SEEK_END)
+                f.seek(max(0, f.tell() - (1 << 20)))
+                tail = f.read()
+        except FileNotFoundError:
+            return False
+        return tail.rfind(b"Triggering shutdown of Bookie") > tail.rfind(b"Hello, I'm your bookie")
 
     def supervise(self, log: HistoryWriter) -> Callable[[], None]:
         """Check every second, as a supervisor (systemd, Kubernetes) would, for nodes that died on their
