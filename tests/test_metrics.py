@@ -52,6 +52,32 @@ def test_snapshot_percentiles_match_the_nearest_rank_of_the_samples() -> None:
     assert snap["latency_p99"] == 99.0
 
 
+def test_outcomes_counted_by_many_worker_threads_at_once_are_all_in_the_snapshot() -> None:
+    import threading
+
+    from edbus.backends.base import Delivery, Message, Record
+    from edbus.bus.middleware import Ack, Retry
+
+    m = Metrics(window=100)
+    delivery = Delivery(Message(Record("id", "t", None, {}, b""), "t", "0", 0.0), "s", 1, (), None)
+    start = threading.Barrier(8)
+
+    def worker(n: int) -> None:
+        start.wait()
+        for i in range(5000):
+            m.after_process(delivery, None, Ack() if i % 5 else Retry(1.0, None))
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    while any(t.is_alive() for t in threads):
+        m.snapshot()  # read while they count
+        threads[0].join(0.001)
+    snap = m.snapshot()
+    assert (snap["acked"], snap["retried"]) == (8 * 4000, 8 * 1000)
+    assert len(m.latencies) == 100
+
+
 def test_prometheus_counts_published_acked_retried_and_dead_lettered_events_per_subscription(url: str) -> None:
     registry = CollectorRegistry()
     bus = Bus.from_url(url, middleware=[Tracing(), Metrics(), Retries(2, Backoff(0.01, jitter=0)),

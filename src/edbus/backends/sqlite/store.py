@@ -311,13 +311,21 @@ class SqliteBackend(Backend, Administrable, RetentionCapable):
                     break
                 free.append(row)
             return free
-        same_key = "" if mode is Mode.SHARED else (
-            " AND NOT EXISTS (SELECT 1 FROM deliveries e WHERE e.sub = d.sub AND e.key = d.key "
-            "AND e.seq < d.seq AND (e.lease_expires > :now OR e.available_at > :now))")
+        if mode is Mode.SHARED:
+            return db.execute(
+                f"SELECT {_EVENT_COLUMNS}, d.attempts, d.history FROM deliveries d "
+                "JOIN events ev ON ev.seq = d.seq WHERE d.sub = :sub AND d.available_at <= :now "
+                "AND d.lease_expires <= :now ORDER BY d.seq LIMIT :limit", params).fetchall()
+        # a row waits while an earlier row of its key is leased or waiting for a retry: each busy key's
+        # first such row, found in one pass (a NOT EXISTS per candidate row re-scanned its key's earlier
+        # rows: ~20 % of a consumer's time with a few thousand rows held)
         return db.execute(
+            "WITH busy(key, first) AS (SELECT key, min(seq) FROM deliveries WHERE sub = :sub AND key IS NOT NULL "
+            "AND (lease_expires > :now OR available_at > :now) GROUP BY key) "
             f"SELECT {_EVENT_COLUMNS}, d.attempts, d.history FROM deliveries d "
-            "JOIN events ev ON ev.seq = d.seq WHERE d.sub = :sub AND d.available_at <= :now "
-            f"AND d.lease_expires <= :now{same_key} ORDER BY d.seq LIMIT :limit", params).fetchall()
+            "JOIN events ev ON ev.seq = d.seq LEFT JOIN busy b ON b.key = d.key "
+            "WHERE d.sub = :sub AND d.available_at <= :now AND d.lease_expires <= :now "
+            "AND (b.first IS NULL OR b.first > d.seq) ORDER BY d.seq LIMIT :limit", params).fetchall()
 
     def _heartbeat(self, db: sqlite3.Connection, sub: int, consumer: str, now: float) -> None:
         """Record that ``consumer`` is alive (for stats), at most every few seconds."""
