@@ -100,7 +100,8 @@ def test_metrics_port_setting_serves_the_consumers_counters_and_its_subscription
             assert proc.poll() is None, proc.communicate()[1]
             return None
         # The server answers before the consumer has subscribed: wait for the subscription's own sample.
-        return response.text if f'subscription="{GROUP}"' in response.text else None
+        backlog = [line for line in response.text.splitlines() if line.startswith("edbus_subscription_backlog{")]
+        return response.text if any(f'subscription="{GROUP}"' in line for line in backlog) else None
 
     try:
         text = eventually(scrape, timeout=60)

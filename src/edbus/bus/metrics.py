@@ -61,9 +61,10 @@ class Metrics(Middleware):
     end-to-end latencies (append to handler finish, seconds).
 
     The workers take no lock: each counts in a Counter of its own thread (a shared lock, taken once per
-    event by every worker, cost 5-10 % of a consumer's rate: measured with 4 workers), and appends to the
-    deques, which is atomic; ``snapshot`` sums the threads' counters and copies the samples (``list`` of a
-    deque runs in C, under the GIL) and sorts them outside, so a reader never stalls the handlers."""
+    event by every worker, cost ~20 % of a consumer's rate: alternating runs, 4 workers,
+    docs/benchmarks.md), and appends to the deques, which is atomic; ``snapshot`` sums the threads'
+    counters and copies the samples (``list`` of a deque runs in C, under the GIL) and sorts them
+    outside, so a reader never stalls the handlers."""
 
     def __init__(self, window: int = 100_000) -> None:
         self._lock = threading.Lock()  # publish counts, and the list of the workers' counters
