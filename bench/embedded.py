@@ -11,6 +11,7 @@ separate processes. Results go to docs/benchmarks.md by hand, with this command.
 from __future__ import annotations
 
 import argparse
+import json
 import multiprocessing as mp
 import os
 import sqlite3
@@ -21,6 +22,9 @@ import time
 from pathlib import Path
 
 from edbus import Bus, Event
+from edbus.backends.base import Record
+from edbus.backends.sqlite.connection import DDL
+from edbus.backends.sqlite.store import _INSERT_EVENT
 from edbus.bus.metrics import percentile
 from workload import EVENT, Enrollment, payload
 
@@ -62,24 +66,71 @@ class SqliteRows:
         return n / (time.perf_counter() - start)
 
 
-def single_vs_sqlite(folder: Path, url: str, size: int, n: int, rounds: int) -> tuple[list[float], list[float]]:
-    """Single durable publishes and SQLite one-row commits in alternating rounds of ``n`` each (the disk's
-    speed drifts on a shared machine: only figures taken side by side compare)."""
+class StoreRows:
+    """What the store's SQL alone costs per durable publish: edbus's own tables (``connection.DDL``: the
+    events table with its dedupe and order indexes), one record per ``BEGIN IMMEDIATE``/``COMMIT`` as the
+    store does, records encoded beforehand, no Python of edbus's in between. The ceiling of any single
+    publish on this schema; the gap to it is edbus's Python per call."""
+
+    def __init__(self, path: Path, records: list[Record]) -> None:
+        self.db = sqlite3.connect(path, isolation_level=None)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=FULL")
+        self.db.executescript(DDL)
+        self.records = records
+        self.next = 0
+
+    def rate(self, n: int) -> float:
+        db, records = self.db, self.records
+        start = time.perf_counter()
+        for _ in range(n):
+            r = records[self.next]
+            self.next += 1
+            headers = json.dumps(r.headers, separators=(",", ":"))
+            db.execute("BEGIN IMMEDIATE")
+            db.execute(_INSERT_EVENT, (TOPIC, r.id, r.type, r.key, headers, r.payload,
+                                       len(headers) + len(r.payload), time.time()))
+            db.execute("COMMIT")
+        return n / (time.perf_counter() - start)
+
+
+def encode_cost(bus: Bus, n: int = 20_000) -> float:
+    """Seconds per event of the codec alone (validation, Avro, envelope headers): Python that every
+    typed publish runs, whatever the store."""
+    payloads = [payload(i) for i in range(n)]
+    start = time.perf_counter()
+    for p in payloads:
+        bus.codec.encode(TOPIC, EVENT, p)
+    return (time.perf_counter() - start) / n
+
+
+def single_vs_sqlite(folder: Path, url: str, size: int, n: int,
+                     rounds: int) -> tuple[list[float], list[float], list[float], float]:
+    """Single durable publishes, SQLite one-row commits and the store's SQL alone (``StoreRows``) in
+    alternating rounds of ``n`` each (the disk's speed drifts on a shared machine: only figures taken side
+    by side compare); and the codec's seconds per event."""
     rows = SqliteRows(folder / "sqlite-rows.db", size)
     edbus: list[float] = []
     sqlite: list[float] = []
+    store: list[float] = []
     with Bus.from_url(url) as bus:
         for i in range(200):  # warm up both: schemas registered, WAL files created
             bus.publish(TOPIC, EVENT, payload(i))
+        store_rows = StoreRows(folder / "store-rows.db", [bus.codec.encode(TOPIC, EVENT, payload(i))
+                                                           for i in range(200 + rounds * n)])
         rows.rate(200)
+        store_rows.rate(200)
         for _ in range(rounds):
             sqlite.append(rows.rate(n))
+            store.append(store_rows.rate(n))
             start = time.perf_counter()
             for i in range(n):
                 bus.publish(TOPIC, EVENT, payload(i))
             edbus.append(n / (time.perf_counter() - start))
+        encode = encode_cost(bus)
     rows.db.close()
-    return edbus, sqlite
+    store_rows.db.close()
+    return edbus, sqlite, store, encode
 
 
 def threaded_publish(url: str, n: int, threads: int) -> float:
@@ -234,7 +285,7 @@ def main() -> None:
     print(f"store: {folder}/bench.db   event size: {size} bytes   cores: {os.cpu_count()}")
     print(f"raw fsync (1 KB write + fsync):      {fsync_rate(folder):>10,.0f} /s")
     if args.only in (None, "publish", "consume"):
-        edbus, sqlite = single_vs_sqlite(folder, url, size, args.single, args.rounds)
+        edbus, sqlite, store, encode = single_vs_sqlite(folder, url, size, args.single, args.rounds)
         ratios = sorted(e / s for e, s in zip(edbus, sqlite, strict=True))
         print(f"single durable publish:              {statistics.median(edbus):>10,.0f} events/s  "
               f"(rounds: {', '.join(f'{r:,.0f}' for r in edbus)})")
@@ -242,6 +293,15 @@ def main() -> None:
               f"(rounds: {', '.join(f'{r:,.0f}' for r in sqlite)})")
         print(f"  single publish / SQLite, per round: median {statistics.median(ratios):.0%} "
               f"(range {ratios[0]:.0%}-{ratios[-1]:.0%})")
+        print(f"the store's SQL alone (edbus schema): {statistics.median(store):>10,.0f} rows/s    "
+              f"(rounds: {', '.join(f'{r:,.0f}' for r in store)})")
+        schema = sorted(t / s for t, s in zip(store, sqlite, strict=True))
+        # a publish cannot be faster than its SQL plus the codec's Python, both measured here
+        ceiling = sorted(1 / (1 / t + encode) / s for t, s in zip(store, sqlite, strict=True))
+        print(f"  store SQL / SQLite, per round:      median {statistics.median(schema):.0%} "
+              f"(range {schema[0]:.0%}-{schema[-1]:.0%})")
+        print(f"  codec alone: {encode * 1e6:.1f} us/event; SQL + codec / SQLite (the ceiling of a single "
+              f"publish): median {statistics.median(ceiling):.0%} (range {ceiling[0]:.0%}-{ceiling[-1]:.0%})")
         print(f"single publishes, 8 threads:         {threaded_publish(url, args.concurrent, 8):>10,.0f} events/s")
         print(f"single publishes, 4 processes:       {process_publish(url, args.concurrent, 4):>10,.0f} events/s")
         for producers in (1, 2):
@@ -253,7 +313,7 @@ def main() -> None:
         p50, p99, mean, call50, call99 = latency(url, args.rate, args.seconds)
         print(f"publish→handler at {args.rate}/s: p50 {p50:.2f} ms   p99 {p99:.2f} ms   mean {mean:.2f} ms")
         print(f"  of which the durable publish call:  p50 {call50:.2f} ms   p99 {call99:.2f} ms")
-    for f in [*folder.glob("bench.db*"), *folder.glob("sqlite-rows.db*")]:
+    for f in [*folder.glob("bench.db*"), *folder.glob("sqlite-rows.db*"), *folder.glob("store-rows.db*")]:
         if f.is_dir():
             for g in f.iterdir():
                 g.unlink()

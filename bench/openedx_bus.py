@@ -8,6 +8,9 @@ object. Modes:
   consume  the N events already on the topic, re-emitted as signals to one receiver; events/s to the Nth
   listen   consume, recording publish→receiver latency (metadata time to the receiver's call) of N events
   pace     N sends at a fixed rate (the producer side of `listen`, in another process)
+  floor    openedx-events' own work per event, no bus at all: the sender's (metadata, `to_dict`, Avro
+           write) and the receiver's (Avro read, `from_dict`, `send_event_with_custom_metadata` to one
+           receiver); events/s of each, what no bus driven through openedx-events can exceed
 """
 
 from __future__ import annotations
@@ -113,16 +116,55 @@ def consume(n: int, group: str, latency: bool) -> None:
     raise SystemExit("the consumer loop returned")
 
 
+def floor(n: int) -> dict[str, float]:
+    import io
+
+    import fastavro
+    from openedx_events.content_authoring.signals import COURSE_CATALOG_INFO_CHANGED as SIGNAL
+    from openedx_events.event_bus.avro.deserializer import AvroSignalDeserializer
+    from openedx_events.event_bus.avro.serializer import AvroSignalSerializer
+
+    serializer, deserializer = AvroSignalSerializer(SIGNAL), AvroSignalDeserializer(SIGNAL)
+    schema = fastavro.parse_schema(serializer.schema)
+    events = [catalog_data(i) for i in range(n)]
+    received = 0
+
+    def receiver(signal: Any, **kwargs: Any) -> None:
+        nonlocal received
+        received += 1
+
+    SIGNAL.connect(receiver, dispatch_uid="bench-floor")
+    payloads: list[bytes] = []
+    start = time.perf_counter()
+    for data in events:
+        SIGNAL.generate_signal_metadata()
+        out = io.BytesIO()
+        fastavro.schemaless_writer(out, schema, serializer.to_dict(data))
+        payloads.append(out.getvalue())
+    sender = n / (time.perf_counter() - start)
+    metadata = [SIGNAL.generate_signal_metadata() for _ in range(n)]
+    start = time.perf_counter()
+    for payload, meta in zip(payloads, metadata, strict=True):
+        data = deserializer.from_dict(fastavro.schemaless_reader(io.BytesIO(payload), schema, None))
+        SIGNAL.send_event_with_custom_metadata(meta, **data)
+    receiving = n / (time.perf_counter() - start)
+    assert received == n
+    return {"sender_per_s": sender, "receiver_per_s": receiving}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("bus", choices=["edbus", "redis"])
-    parser.add_argument("mode", choices=["send", "consume", "listen", "pace"])
+    parser.add_argument("mode", choices=["send", "consume", "listen", "pace", "floor"])
     parser.add_argument("--url", required=True, help="EDBUS_URL, or the Redis connection URL")
     parser.add_argument("--events", type=int, default=10_000)
     parser.add_argument("--rate", type=float, default=1000.0, help="events/s of the paced producer")
     parser.add_argument("--group", default="bench-consumer")
     args = parser.parse_args()
     setup(args.bus, args.url)
+    if args.mode == "floor":
+        print(json.dumps(floor(args.events)), flush=True)
+        return
     if args.mode in ("consume", "listen"):
         consume(args.events, args.group, latency=args.mode == "listen")
     print(json.dumps(send(args.events, args.rate if args.mode == "pace" else None)), flush=True)

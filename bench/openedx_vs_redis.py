@@ -7,7 +7,9 @@ consumer re-emitting the signal to one receiver, and publish→receiver latency 
 and consumer in two processes). The buses: `edbus` (the embedded store, every send durable), `redis`
 (edx-event-bus-redis on redis-server without persistence, as commonly deployed: not durable) and, with
 `--durable-redis`, `redis-aof` (appendonly, appendfsync always). Each side is `bench/openedx_bus.py` in
-its bus's own virtualenv. Prints a table of medians and the ratios; results go to docs/benchmarks.md.
+its bus's own virtualenv. Each round also measures openedx-events' own work per event with no bus (the
+`floor` mode): the rate no bus driven through openedx-events can exceed. Prints a table of medians and
+the ratios; results go to docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -122,7 +124,10 @@ def main() -> None:
     subprocess.run(["bash", str(REDIS_SH), "install"], check=True)
     sides = [Side("edbus"), Side("redis")] + ([Side("redis-aof")] if args.durable_redis else [])
     results: dict[str, list[dict[str, float]]] = {s.name: [] for s in sides}
+    floors: list[dict[str, float]] = []
     for r in range(args.rounds):
+        floors.append(sides[0].run("floor", "sqlite:///unused.db", 4 * args.events))
+        print(f"round {r + 1} openedx-events alone: {json.dumps(floors[-1])}", flush=True)
         order = sides[r % len(sides):] + sides[:r % len(sides)]  # who goes first alternates
         for side in order:
             results[side.name].append(measure(side, args.events, args.rate, args.latency_events))
@@ -137,7 +142,15 @@ def main() -> None:
         if name != "edbus":
             print(f"edbus / {name}: send {med['edbus']['send'] / med[name]['send']:.2f}x, "
                   f"consume {med['edbus']['consume'] / med[name]['consume']:.2f}x")
-    print(json.dumps({"medians": med, "runs": results, "pid": os.getpid()}))
+    sender = statistics.median(f["sender_per_s"] for f in floors)
+    receiver = statistics.median(f["receiver_per_s"] for f in floors)
+    print(f"openedx-events alone, no bus: sender side {sender:,.0f}/s, receiver side {receiver:,.0f}/s "
+          f"({1e6 / receiver:.0f} us per re-emitted event)")
+    for name in med:
+        if name != "edbus":
+            print(f"  consume at 10x {name} ({10 * med[name]['consume']:,.0f}/s) leaves a bus "
+                  f"{1e6 / (10 * med[name]['consume']) - 1e6 / receiver:.0f} us per event of its own")
+    print(json.dumps({"medians": med, "runs": results, "floors": floors, "pid": os.getpid()}))
 
 
 if __name__ == "__main__":
