@@ -11,7 +11,6 @@ separate processes. Results go to docs/benchmarks.md by hand, with this command.
 from __future__ import annotations
 
 import argparse
-import json
 import multiprocessing as mp
 import os
 import sqlite3
@@ -22,10 +21,8 @@ import time
 from pathlib import Path
 
 from edbus import Bus, Event
-from edbus.backends.base import Record
-from edbus.backends.sqlite.connection import DDL
-from edbus.backends.sqlite.store import _INSERT_EVENT
 from edbus.bus.metrics import percentile
+from store_schema import EdbusSchemaRows
 from workload import EVENT, Enrollment, payload
 
 TOPIC = "bench"
@@ -66,34 +63,6 @@ class SqliteRows:
         return n / (time.perf_counter() - start)
 
 
-class StoreRows:
-    """What the store's SQL alone costs per durable publish: edbus's own tables (``connection.DDL``: the
-    events table with its dedupe and order indexes), one record per ``BEGIN IMMEDIATE``/``COMMIT`` as the
-    store does, records encoded beforehand, no Python of edbus's in between. The ceiling of any single
-    publish on this schema; the gap to it is edbus's Python per call."""
-
-    def __init__(self, path: Path, records: list[Record]) -> None:
-        self.db = sqlite3.connect(path, isolation_level=None)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=FULL")
-        self.db.executescript(DDL)
-        self.records = records
-        self.next = 0
-
-    def rate(self, n: int) -> float:
-        db, records = self.db, self.records
-        start = time.perf_counter()
-        for _ in range(n):
-            r = records[self.next]
-            self.next += 1
-            headers = json.dumps(r.headers, separators=(",", ":"))
-            db.execute("BEGIN IMMEDIATE")
-            db.execute(_INSERT_EVENT, (TOPIC, r.id, r.type, r.key, headers, r.payload,
-                                       len(headers) + len(r.payload), time.time()))
-            db.execute("COMMIT")
-        return n / (time.perf_counter() - start)
-
-
 def encode_cost(bus: Bus, n: int = 20_000) -> float:
     """Seconds per event of the codec alone (validation, Avro, envelope headers): Python that every
     typed publish runs, whatever the store."""
@@ -106,7 +75,7 @@ def encode_cost(bus: Bus, n: int = 20_000) -> float:
 
 def single_vs_sqlite(folder: Path, url: str, size: int, n: int,
                      rounds: int) -> tuple[list[float], list[float], list[float], float]:
-    """Single durable publishes, SQLite one-row commits and the store's SQL alone (``StoreRows``) in
+    """Single durable publishes, SQLite one-row commits and the store's SQL alone (``EdbusSchemaRows``) in
     alternating rounds of ``n`` each (the disk's speed drifts on a shared machine: only figures taken side
     by side compare); and the codec's seconds per event."""
     rows = SqliteRows(folder / "sqlite-rows.db", size)
@@ -116,8 +85,8 @@ def single_vs_sqlite(folder: Path, url: str, size: int, n: int,
     with Bus.from_url(url) as bus:
         for i in range(200):  # warm up both: schemas registered, WAL files created
             bus.publish(TOPIC, EVENT, payload(i))
-        store_rows = StoreRows(folder / "store-rows.db", [bus.codec.encode(TOPIC, EVENT, payload(i))
-                                                           for i in range(200 + rounds * n)])
+        store_rows = EdbusSchemaRows(folder / "store-rows.db", [bus.codec.encode(TOPIC, EVENT, payload(i))
+                                                                for i in range(200 + rounds * n)])
         rows.rate(200)
         store_rows.rate(200)
         for _ in range(rounds):
@@ -171,9 +140,8 @@ def process_publish(url: str, n: int, processes: int) -> float:
     procs = [ctx.Process(target=_single, args=(url, n // processes, out)) for _ in range(processes)]
     for p in procs:
         p.start()
-    for _ in procs:
-        out.get(timeout=60)
-    spans = [out.get(timeout=600) for _ in procs]
+    # a quick process may report its span before a slow one reports ready: keep the spans whatever the order
+    spans = [item for item in (out.get(timeout=600) for _ in range(2 * len(procs))) if item != "ready"]
     for p in procs:
         p.join()
     return n // processes * processes / (max(e for _, e in spans) - min(s for s, _ in spans))
@@ -196,9 +164,8 @@ def batched_publish(url: str, n: int, batch: int, producers: int) -> float:
     procs = [ctx.Process(target=_batched, args=(url, n // producers, batch, out)) for _ in range(producers)]
     for p in procs:
         p.start()
-    for _ in procs:
-        out.get(timeout=60)
-    spans = [out.get(timeout=600) for _ in procs]
+    # a quick process may report its span before a slow one reports ready: keep the spans whatever the order
+    spans = [item for item in (out.get(timeout=600) for _ in range(2 * len(procs))) if item != "ready"]
     for p in procs:
         p.join()
     return (n // producers // batch * batch * producers) / (max(e for _, e in spans) - min(s for s, _ in spans))

@@ -52,6 +52,8 @@ def variants() -> dict[str, Callable[[sqlite3.Connection], None]]:
 
 
 class Writer:
+    """Commits of one variant's table, one event per transaction, as the store commits them."""
+
     def __init__(self, path: Path, make: Callable[[sqlite3.Connection], None], records: list[Record],
                  size: int, checkpoint: bool = True) -> None:
         self.path = path
@@ -81,6 +83,14 @@ class Writer:
         return n / (time.perf_counter() - start)
 
 
+class EdbusSchemaRows(Writer):
+    """What the store's SQL alone costs per durable publish, on its own schema (for bench/embedded.py):
+    the ceiling of any single publish; the gap to it is edbus's Python per call."""
+
+    def __init__(self, path: Path, records: list[Record]) -> None:
+        super().__init__(path, variants()["edbus schema"], records, records[0].size)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--events", type=int, default=2_000, help="commits per variant per round")
@@ -90,7 +100,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix=".bench-schema-", dir=args.dir or ".") as tmp:
         folder = Path(tmp)
         with Bus.from_url(f"sqlite:///{folder / 'codec.db'}") as bus:
-            total = 200 + args.events * args.rounds
+            total = max(200 + args.events * args.rounds, 1020)  # 1,020: the frame count's commits
             records = [bus.codec.encode(TOPIC, EVENT, payload(i)) for i in range(total)]
         size = records[0].size
         makes = variants()
