@@ -19,6 +19,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 from edbus import Bus, Event
 from edbus.bus.metrics import percentile
@@ -133,18 +134,24 @@ def _single(url: str, n: int, out: mp.Queue) -> None:  # type: ignore[type-arg]
         out.put((start, time.perf_counter()))
 
 
-def process_publish(url: str, n: int, processes: int) -> float:
-    """``processes`` processes, each publishing one event per call."""
+def _timed_processes(target: Any, args: tuple[Any, ...], processes: int) -> float:
+    """Run ``target(*args, out)`` in ``processes`` processes; seconds from the first one's start of work to
+    the last one's end (each puts "ready", then its (start, end))."""
     ctx = mp.get_context("spawn")
     out: mp.Queue = ctx.Queue()  # type: ignore[type-arg]
-    procs = [ctx.Process(target=_single, args=(url, n // processes, out)) for _ in range(processes)]
+    procs = [ctx.Process(target=target, args=(*args, out)) for _ in range(processes)]
     for p in procs:
         p.start()
     # a quick process may report its span before a slow one reports ready: keep the spans whatever the order
-    spans = [item for item in (out.get(timeout=600) for _ in range(2 * len(procs))) if item != "ready"]
+    spans = [item for item in (out.get(timeout=600) for _ in range(2 * processes)) if item != "ready"]
     for p in procs:
         p.join()
-    return n // processes * processes / (max(e for _, e in spans) - min(s for s, _ in spans))
+    return max(e for _, e in spans) - min(s for s, _ in spans)
+
+
+def process_publish(url: str, n: int, processes: int) -> float:
+    """``processes`` processes, each publishing one event per call."""
+    return n // processes * processes / _timed_processes(_single, (url, n // processes), processes)
 
 
 def _batched(url: str, n: int, batch: int, out: mp.Queue) -> None:  # type: ignore[type-arg]
@@ -159,16 +166,8 @@ def _batched(url: str, n: int, batch: int, out: mp.Queue) -> None:  # type: igno
 
 
 def batched_publish(url: str, n: int, batch: int, producers: int) -> float:
-    ctx = mp.get_context("spawn")
-    out: mp.Queue = ctx.Queue()  # type: ignore[type-arg]
-    procs = [ctx.Process(target=_batched, args=(url, n // producers, batch, out)) for _ in range(producers)]
-    for p in procs:
-        p.start()
-    # a quick process may report its span before a slow one reports ready: keep the spans whatever the order
-    spans = [item for item in (out.get(timeout=600) for _ in range(2 * len(procs))) if item != "ready"]
-    for p in procs:
-        p.join()
-    return (n // producers // batch * batch * producers) / (max(e for _, e in spans) - min(s for s, _ in spans))
+    seconds = _timed_processes(_batched, (url, n // producers, batch), producers)
+    return (n // producers // batch * batch * producers) / seconds
 
 
 def _consume(url: str, subscription: str, n: int, out: mp.Queue) -> None:  # type: ignore[type-arg]
